@@ -1,0 +1,127 @@
+"""Attention-pattern classes after Kovaleva et al. (2019), for standard and effective maps.
+
+A map (query x key, n real tokens) is one of PATTERNS:
+  vertical            most rows put their weight on the same few columns ([CLS], [SEP], ...)
+  diagonal            weight on the previous / same / next token (the -1, 0, +1 diagonals)
+  vertical+diagonal   both at once
+  block               two-sentence input, weight kept inside each sentence, spread over it
+  heterogeneous       anything else
+One-sentence inputs are never `block`.
+
+Normalisation (both kinds judged alike): every map is turned into row distributions
+P[i, j] = |A[i, j]| / sum_j |A[i, j]|. For standard attention this changes nothing (rows are
+already non-negative and sum to 1); for effective attention (signed rows that need not sum
+to 1) it keeps how strongly each key is weighted, whatever the sign. An all-zero row becomes
+uniform.
+
+The classifier is a multinomial logistic regression over FEATURES (interpretable row/column
+mass shares), fitted on hand-labelled MiniLM maps (data/pattern_labels/, fitted and
+cross-validated by tools/label_patterns.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+PATTERNS = ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")
+FEATURES = (
+    "cls",        # mean row mass on the [CLS] column
+    "sep",        # mean row mass on the [SEP] column(s)
+    "top1_col",   # mean row mass on the single most-attended column
+    "top3_col",   # mean row mass on the three most-attended columns
+    "self",       # mean mass on the main diagonal (query attends itself)
+    "prev",       # mean mass on the -1 diagonal (previous token)
+    "next",       # mean mass on the +1 diagonal (next token)
+    "band",       # max of prev / self / next
+    "within",     # excess share of non-special mass kept in the query's own sentence (0 = as uniform)
+    "entropy",    # mean row entropy / log(n)
+    "row_max",    # mean of the row maxima
+    "log_n",      # log(n)
+)
+
+
+def normalise_rows(maps: np.ndarray) -> np.ndarray:
+    """(..., query, key) maps -> row distributions |A| / sum |A| (all-zero rows -> uniform)."""
+    mags = np.abs(np.asarray(maps, dtype=np.float32))
+    sums = mags.sum(axis=-1, keepdims=True)
+    n = mags.shape[-1]
+    return np.where(sums > 0, mags / np.where(sums > 0, sums, 1.0), np.float32(1.0 / n))
+
+
+def _segments(n: int, segment_ids, sep_positions) -> tuple[np.ndarray, np.ndarray]:
+    """-> (segment of each token (n,), special-token mask (n,)); [CLS] is token 0."""
+    if segment_ids is not None:
+        seg = np.asarray(segment_ids).astype(np.int64).reshape(-1)
+        if seg.shape[0] != n:
+            raise ValueError(f"segment_ids has {seg.shape[0]} entries but the maps are {n}x{n}; "
+                             "pass the token_type_ids of the same unpadded example.")
+        ends = [int(np.flatnonzero(seg == s)[-1]) for s in np.unique(seg)]
+        seps = np.array([e for e in ends if e > 0], dtype=np.int64)
+    elif sep_positions is not None:
+        seps = np.asarray(sep_positions, dtype=np.int64).reshape(-1)
+        if seps.size and (seps.min() < 1 or seps.max() >= n):
+            raise ValueError(f"sep_positions {seps.tolist()} fall outside 1..{n - 1}.")
+        seg = (np.arange(n)[:, None] > seps[None, :-1]).sum(-1) if seps.size else np.zeros(n, int)
+    else:
+        raise ValueError("classify_patterns needs segment_ids (token_type_ids) or sep_positions "
+                         "to know where [SEP] and the sentence boundary are.")
+    special = np.zeros(n, dtype=bool)
+    special[0] = True
+    special[seps] = True
+    return seg, special
+
+
+def pattern_features(maps: np.ndarray, *, segment_ids=None, sep_positions=None) -> np.ndarray:
+    """(..., query, key) maps of one example -> (..., len(FEATURES)) float32 features."""
+    p = normalise_rows(maps)                                        # (..., query, key)
+    n = p.shape[-1]
+    seg, special = _segments(n, segment_ids, sep_positions)
+    col = p.mean(axis=-2)                                           # (..., key) mean row mass
+    top = -np.sort(-col, axis=-1)
+    diag = {k: np.diagonal(p, offset=k, axis1=-2, axis2=-1).mean(-1) if n > abs(k)
+            else np.zeros(p.shape[:-2], np.float32) for k in (-1, 0, 1)}
+    logp = np.log(np.where(p > 0, p, 1.0))
+    entropy = -(p * logp).sum(-1).mean(-1) / np.log(max(n, 2))
+    feats = {
+        "cls": col[..., 0], "sep": col[..., special & (np.arange(n) > 0)].sum(-1),
+        "top1_col": top[..., 0], "top3_col": top[..., :3].sum(-1),
+        "self": diag[0], "prev": diag[-1], "next": diag[1],
+        "band": np.maximum(np.maximum(diag[-1], diag[0]), diag[1]),
+        "within": _within_excess(p, seg, special), "entropy": entropy,
+        "row_max": p.max(-1).mean(-1),
+        "log_n": np.full(p.shape[:-2], np.log(n), np.float32),
+    }
+    return np.stack([np.asarray(feats[f], np.float32) for f in FEATURES], axis=-1)
+
+
+def _within_excess(p: np.ndarray, seg: np.ndarray, special: np.ndarray) -> np.ndarray:
+    """Mass a query keeps in its own sentence beyond what uniform attention would keep.
+
+    Only non-special rows and keys off the -1/0/+1 band count, so a diagonal map does not
+    look like a block. Per row: (m_same - e * m_all) / (1 - e), with m_all the off-band
+    non-special mass, m_same its own-sentence part, e the own-sentence share of those keys.
+    0 for one-sentence inputs.
+    """
+    n = p.shape[-1]
+    if np.unique(seg[~special]).size < 2:
+        return np.zeros(p.shape[:-2], np.float32)
+    idx = np.arange(n)
+    keys = (~special[None, :] & ~special[:, None]) & (np.abs(idx[:, None] - idx[None, :]) > 1)
+    same = keys & (seg[:, None] == seg[None, :])                   # (query, key)
+    e = same.sum(-1) / np.maximum(keys.sum(-1), 1)                  # (query,)
+    m_all = (p * keys).sum(-1)                                      # (..., query)
+    m_same = (p * same).sum(-1)
+    rows = ~special & (e < 1) & (keys.sum(-1) > 0)
+    excess = (m_same - e * m_all) / np.where(e < 1, 1 - e, 1.0)
+    return excess[..., rows].mean(-1)
+
+
+def preliminary_guess(weights: np.ndarray, *, segment_ids=None, sep_positions=None) -> str:
+    """Hand-set rules used only to stratify which maps get labelled (never for results)."""
+    f = dict(zip(FEATURES, pattern_features(weights, segment_ids=segment_ids,
+                                            sep_positions=sep_positions)))
+    vertical, diagonal = f["top3_col"] > 0.5, f["band"] > 0.3
+    if vertical and diagonal or f["top3_col"] > 0.35 and f["band"] > 0.2:
+        return "vertical+diagonal" if vertical or diagonal else "heterogeneous"
+    if vertical or diagonal:
+        return "vertical" if vertical else "diagonal"
+    return "block" if f["within"] > 0.3 else "heterogeneous"
