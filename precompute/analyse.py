@@ -1,0 +1,102 @@
+"""Stage 3, analyse: per-task aggregates of the extracted caches, read directly by the dashboard.
+
+Reads `head_measures` and `examples` of all shards as one dataset (polars lazy scans) and
+writes, per task, one part of each analysis table (docs/SCHEMA.md):
+- head_summary: mean, std, q25, q50, q75 and n (non-null values) of every f32 measure per
+  layer × head × kind;
+- task_summary: examples analysed, d_head, share of examples with seq_len ≤ d_head (where
+  effective equals standard), mean seq_len, agreement of the predictions standard vs effective;
+- pattern_shares / pattern_grid: only when the `pattern` column has been filled.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from precompute import CacheError
+from precompute.schema import HEAD_MEASURES, PATTERNS, TASKS
+from precompute.store import RunFolder, Shard
+
+HEAD = ["task", "layer", "head", "kind"]
+QUANTILE_METHOD = "linear"  # numpy's default, so the numbers match a numpy recomputation
+# Regression predictions (STS-B) agree when they differ by at most this (scores span 0..5):
+# effective attention reproduces the head outputs exactly up to float rounding.
+REGRESSION_AGREEMENT_TOLERANCE = 1e-3
+
+
+def head_summary(measures: pl.LazyFrame) -> pl.LazyFrame:
+    """Distribution of each measure per task × layer × head × kind (nulls left out)."""
+    value = pl.col("value").drop_nulls()
+    long = measures.unpivot(index=HEAD, on=list(HEAD_MEASURES), variable_name="measure", value_name="value")
+    return (
+        long.group_by([*HEAD, "measure"])
+        .agg(
+            mean=value.mean(), std=value.std(),
+            q25=value.quantile(0.25, QUANTILE_METHOD), q50=value.quantile(0.5, QUANTILE_METHOD),
+            q75=value.quantile(0.75, QUANTILE_METHOD), n=value.count().cast(pl.Int64),
+        )
+        .sort([*HEAD, "measure"])
+    )
+
+
+def task_summary(examples: pl.LazyFrame, task: str, d_head: int) -> pl.LazyFrame:
+    """One row: n_eval, d_head, share_le_d_head, mean_seq_len, prediction_agreement."""
+    if TASKS[task].is_regression:
+        agree = (pl.col("prediction") - pl.col("prediction_effective")).abs() <= REGRESSION_AGREEMENT_TOLERANCE
+    else:
+        agree = pl.col("prediction") == pl.col("prediction_effective")
+    return examples.filter(pl.col("task") == task).select(
+        task=pl.lit(task),
+        n_eval=pl.len().cast(pl.Int64),
+        d_head=pl.lit(d_head, dtype=pl.Int64),
+        share_le_d_head=(pl.col("seq_len") <= d_head).mean(),
+        mean_seq_len=pl.col("seq_len").mean(),
+        prediction_agreement=agree.mean(),
+    )
+
+
+def pattern_shares(measures: pl.LazyFrame) -> pl.LazyFrame:
+    """Share of classified maps in each pattern class per task × kind (every class listed)."""
+    classified = measures.filter(pl.col("pattern").is_not_null())
+    totals = classified.group_by("task", "kind").agg(n_maps=pl.len().cast(pl.Int64))
+    counts = classified.group_by("task", "kind", "pattern").agg(count=pl.len())
+    every_class = totals.join(pl.LazyFrame({"pattern": list(PATTERNS)}), how="cross")
+    return (
+        every_class.join(counts, on=["task", "kind", "pattern"], how="left")
+        .with_columns(share=pl.col("count").fill_null(0) / pl.col("n_maps"))
+        .select("task", "kind", "pattern", "share", "n_maps")
+        .sort("task", "kind", "pattern")
+    )
+
+
+def pattern_grid(measures: pl.LazyFrame) -> pl.LazyFrame:
+    """Most frequent pattern of each task × layer × head × kind and its share (ties: by name)."""
+    counts = (
+        measures.filter(pl.col("pattern").is_not_null())
+        .group_by([*HEAD, "pattern"]).agg(count=pl.len())
+        .with_columns(total=pl.col("count").sum().over(HEAD))
+    )
+    return (
+        counts.sort([*HEAD, "count", "pattern"], descending=[False] * len(HEAD) + [True, False])
+        .group_by(HEAD, maintain_order=True).first()
+        .select(*HEAD, dominant_pattern=pl.col("pattern"), dominant_share=pl.col("count") / pl.col("total"))
+        .sort(HEAD)
+    )
+
+
+def run_analyse(run: RunFolder, tasks: list[str]) -> None:
+    """Write head_summary, task_summary and (when classified) pattern tables for each task."""
+    d_head = run.read_manifest().get("d_head")
+    if d_head is None:
+        raise CacheError(f"manifest {run.manifest_path} has no d_head: re-run `python -m precompute` so that it records the model shape")
+    for task in tasks:
+        measures = run.scan("head_measures", [task])
+        examples = run.scan("examples", [task])
+        if not run.part_files("head_measures", [task]):
+            raise CacheError(f"no head_measures for task {task} in {run.root}: run the extract stage first (--stages extract)")
+        tables = {"head_summary": head_summary(measures), "task_summary": task_summary(examples, task, d_head)}
+        if measures.select(pl.col("pattern").is_not_null().any()).collect().item():
+            tables["pattern_shares"] = pattern_shares(measures)
+            tables["pattern_grid"] = pattern_grid(measures)
+        for table, frame in tables.items():
+            run.write_part(table, task, frame.collect(engine="streaming"), shard=Shard(), chunk=0)

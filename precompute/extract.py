@@ -1,0 +1,261 @@
+"""Stage 2, extract: per eval example × layer × head × kind, the measures of docs/SCHEMA.md.
+
+The analysed examples are the first `analysis_examples` of a seeded random permutation of the
+eval split (the paper used ~1,000 random dev examples); `--shard i/N` takes the i-th contiguous
+slice of them. They stream through in fixed chunks of CHUNK_EXAMPLES: each chunk runs the
+pretrained model (for `pretrained_cosine`) and the fine-tuned model through
+`effattn.capture_attention`, and writes its `maps`, `head_measures` and `examples` parts, in that
+order, each atomically. A chunk counts as done once its `examples` part exists, so a run killed
+anywhere resumes by redoing at most one chunk, to byte-identical parts and no duplicate rows.
+Nothing accumulates across chunks, so memory stays flat as the eval set grows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
+
+import effattn
+from precompute import ConfigError, measures, pos
+from precompute.config import RunConfig
+from precompute.finetune import load_classifier, pick_device
+from precompute.schema import KINDS
+from precompute.store import RunFolder, Shard
+
+CHUNK_EXAMPLES = 64  # examples per part file; fixed so that chunk numbers mean the same on resume
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the `fail_after_chunk` test hook to simulate a kill mid-extraction."""
+
+
+@dataclass(frozen=True)
+class Models:
+    """Everything a chunk needs, loaded once per task."""
+
+    tokenizer: object  # fast tokenizer of the fine-tuned checkpoint
+    finetuned: torch.nn.Module  # sequence classifier, eager attention, eval mode
+    pretrained: torch.nn.Module  # the base encoder the fine-tuning started from
+    tagger: object  # spaCy pipeline (precompute.pos.load_tagger)
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One model batch of a chunk; tensors on the CPU, (batch, key) unless noted."""
+
+    example_ids: np.ndarray  # (batch,) int64
+    in_map_sample: np.ndarray  # (batch,) bool
+    inputs: dict  # input_ids, attention_mask, token_type_ids for the model
+    real: torch.Tensor  # attention mask as bool
+    types: dict[str, torch.Tensor]  # measures.token_type_masks
+    pos_tags: list[list[str]]  # per example, one tag per real wordpiece
+
+
+def analysis_sample(eval_frame: pl.DataFrame, config: RunConfig, shard: Shard) -> pl.DataFrame:
+    """This shard's analysed rows in permutation order, with their `position` in the permutation."""
+    order = np.random.default_rng(config.seed).permutation(len(eval_frame))
+    order = order[: config.analysis_examples]
+    positions = np.array_split(np.arange(len(order)), shard.count)[shard.index]
+    return eval_frame[order[positions]].with_columns(
+        position=pl.Series(positions, dtype=pl.Int64),
+        in_map_sample=pl.Series(positions < config.map_examples, dtype=pl.Boolean),
+    )
+
+
+def load_models(model_dir: str | Path, base_model, task: str, config: RunConfig) -> Models:
+    """Fine-tuned classifier, pretrained encoder (a path/id or an already loaded module), tagger."""
+    device = pick_device(config.device)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"the tokenizer in {model_dir} is not a fast tokenizer: save the checkpoint with a fast (tokenizers) tokenizer")
+    finetuned = load_classifier(model_dir, task).to(device).eval()
+    if isinstance(base_model, torch.nn.Module):
+        pretrained = base_model
+    else:
+        pretrained = AutoModel.from_pretrained(base_model, attn_implementation="eager")
+    return Models(tokenizer, finetuned, pretrained.to(device).eval(), pos.load_tagger(), device)
+
+
+def run_extract(run: RunFolder, task: str, model_dir: str | Path, base_model, eval_frame: pl.DataFrame,
+                config: RunConfig, shard: Shard = Shard(), *, fail_after_chunk: int | None = None) -> int:
+    """Extract this shard's chunks that are not on disk yet; returns how many were written.
+
+    fail_after_chunk: test hook, raise InjectedFailure right after writing that chunk.
+    """
+    if run.stage_done("extract", task, shard):
+        return 0
+    sample = analysis_sample(eval_frame, config, shard)
+    n_chunks = -(-len(sample) // CHUNK_EXAMPLES)
+    done = run.existing_chunks("examples", task, shard)
+    todo = [chunk for chunk in range(n_chunks) if chunk not in done]
+    started = time.perf_counter()
+    if todo:
+        models = load_models(model_dir, base_model, task, config)
+        n_done = sum(len(_chunk_rows(sample, chunk)) for chunk in done if chunk < n_chunks)
+        with tqdm(total=len(sample), initial=n_done, unit="ex", desc=f"extract {task} {shard}") as bar:
+            for chunk in todo:
+                rows = _chunk_rows(sample, chunk)
+                write_chunk(run, task, shard, chunk, extract_chunk(models, task, rows, config))
+                bar.update(len(rows))
+                if chunk == fail_after_chunk:
+                    raise InjectedFailure(f"test hook: stopped after chunk {chunk}")
+    run.mark_stage_done("extract", task, shard, seconds=time.perf_counter() - started)
+    return len(todo)
+
+
+def _chunk_rows(sample: pl.DataFrame, chunk: int) -> pl.DataFrame:
+    return sample.slice(chunk * CHUNK_EXAMPLES, CHUNK_EXAMPLES)
+
+
+def write_chunk(run: RunFolder, task: str, shard: Shard, chunk: int, tables: dict[str, pl.DataFrame]) -> None:
+    """Write one chunk's parts; `examples` last, because its part marks the chunk as done."""
+    for table in ("maps", "head_measures", "examples"):
+        if table != "maps" or len(tables[table]):
+            run.write_part(table, task, tables[table], shard=shard, chunk=chunk)
+
+
+def extract_chunk(models: Models, task: str, rows: pl.DataFrame, config: RunConfig) -> dict[str, pl.DataFrame]:
+    """The `examples`, `head_measures` and `maps` frames of one chunk of rows."""
+    lengths = [len(ids) for ids in _encode(models.tokenizer, rows, config, padding=False)["input_ids"]]
+    by_length = rows[np.argsort(lengths, kind="stable")]  # less padding per batch
+    tables: dict[str, list[pl.DataFrame]] = {"examples": [], "head_measures": [], "maps": []}
+    for start in range(0, len(by_length), config.eval_batch_size):
+        batch_rows = by_length.slice(start, config.eval_batch_size)
+        for table, frame in _extract_batch(models, batch_rows, config).items():
+            tables[table].append(frame)
+    keys = {"examples": ["example_id"], "head_measures": ["example_id", "layer", "head", "kind"],
+            "maps": ["example_id", "layer", "head", "kind"]}
+    return {table: pl.concat(frames).with_columns(task=pl.lit(task)).sort(keys[table])
+            for table, frames in tables.items()}
+
+
+def _encode(tokenizer, rows: pl.DataFrame, config: RunConfig, *, padding: bool):
+    texts_b = rows["text_b"].to_list()
+    return tokenizer(
+        rows["text_a"].to_list(), texts_b if any(text is not None for text in texts_b) else None,
+        truncation=True, max_length=config.max_seq_len, padding=padding,
+        return_offsets_mapping=padding, return_tensors="pt" if padding else None,
+    )
+
+
+def _make_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> Batch:
+    encoding = _encode(models.tokenizer, rows, config, padding=True)
+    texts_b = rows["text_b"].to_list()
+    pos_tags = pos.wordpiece_pos(models.tagger, encoding, rows["text_a"].to_list(),
+                                 texts_b if any(text is not None for text in texts_b) else None,
+                                 models.tokenizer.cls_token_id, models.tokenizer.sep_token_id)
+    real = encoding["attention_mask"].bool()
+    inputs = {name: encoding[name] for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoding}
+    return Batch(rows["example_id"].to_numpy(), rows["in_map_sample"].to_numpy(), inputs, real,
+                 measures.token_type_masks(pos_tags, real.shape[1]), pos_tags)
+
+
+def _kind_maps(capture) -> dict[str, torch.Tensor]:
+    """kind -> (batch, head, query, key) map on the CPU."""
+    return {"standard": capture.attn.detach().cpu(), "effective": capture.attn_eff.detach().cpu()}
+
+
+def _extract_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> dict[str, pl.DataFrame]:
+    batch = _make_batch(models, rows, config)
+    inputs = {name: tensor.to(models.device) for name, tensor in batch.inputs.items()}
+    pretrained: dict[int, dict[str, torch.Tensor]] = {}
+    effattn.capture_attention(models.pretrained, inputs,
+                              on_layer=lambda capture: pretrained.__setitem__(capture.layer, _kind_maps(capture)))
+    measure_frames, map_frames = [], []
+
+    def on_layer(capture) -> None:
+        maps = _kind_maps(capture)
+        reference = pretrained.pop(capture.layer)  # drop the pretrained layer once compared
+        measure_frames.append(_measure_rows(capture, maps, reference, batch))
+        map_frames.append(_map_rows(capture.layer, maps, batch))
+
+    output = effattn.capture_attention(models.finetuned, inputs, on_layer=on_layer)
+    with torch.no_grad(), effattn.effective_attention_substituted(models.finetuned):
+        logits_effective = models.finetuned(**inputs).logits
+    return {
+        "examples": _example_rows(models, rows, batch, output.logits, logits_effective),
+        "head_measures": pl.concat(measure_frames),
+        "maps": pl.concat(map_frames),
+    }
+
+
+def _measure_rows(capture, maps: dict, reference: dict, batch: Batch) -> pl.DataFrame:
+    """head_measures rows of one layer: (batch × head) rows per kind."""
+    n_batch, n_head = capture.rank.shape
+    heads = measures.head_properties(capture.attn_null.detach().cpu(), capture.rank.cpu(), batch.real)
+    key = {"example_id": np.repeat(batch.example_ids, n_head), "head": np.tile(np.arange(n_head), n_batch)}
+    frames = []
+    for kind in KINDS:
+        columns = {**heads, **measures.map_measures(maps[kind], reference[kind], batch.real, batch.types)}
+        patterns = _classify_patterns(maps[kind], batch)
+        frames.append(pl.DataFrame({
+            **key, "layer": capture.layer, "kind": kind,
+            **{name: values.reshape(-1) for name, values in {**columns, **patterns}.items()},
+        }).fill_nan(None))
+    return pl.concat(frames)
+
+
+def _classify_patterns(maps: torch.Tensor, batch: Batch) -> dict[str, np.ndarray]:
+    """pattern / pattern_score columns, (batch, head); empty until effattn has a classifier."""
+    classify = getattr(effattn, "classify_patterns", None)
+    if classify is None:
+        return {}
+    labels, scores = [], []
+    for row, n in enumerate(batch.real.sum(dim=-1).tolist()):
+        segment_ids = batch.inputs["token_type_ids"][row, :n].numpy()
+        label, score = classify(maps[row, :, :n, :n].numpy(), segment_ids=segment_ids)
+        labels.append(np.asarray(label, dtype=object))
+        scores.append(np.asarray(score, dtype=np.float32))
+    return {"pattern": np.stack(labels), "pattern_score": np.stack(scores)}
+
+
+def _map_rows(layer: int, maps: dict, batch: Batch) -> pl.DataFrame:
+    """maps rows (row-major float32 weights) of the batch's examples in the map sample."""
+    frames = []
+    for row in np.flatnonzero(batch.in_map_sample):
+        n = int(batch.real[row].sum())
+        for kind in KINDS:
+            weights = maps[kind][row, :, :n, :n].reshape(-1, n * n).to(torch.float32).numpy()
+            frames.append(pl.DataFrame({
+                "example_id": batch.example_ids[row], "layer": layer, "head": np.arange(len(weights)),
+                "kind": kind, "seq_len": n,
+                "weights": pl.Series(weights).cast(pl.List(pl.Float32)),
+            }))
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _predict(logits: torch.Tensor) -> np.ndarray:
+    """Class id (argmax) or, for a one-output regression head, the score."""
+    logits = logits.detach().cpu().to(torch.float64)
+    return (logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(dim=-1).to(torch.float64)).numpy()
+
+
+def _example_rows(models: Models, rows: pl.DataFrame, batch: Batch, logits, logits_effective) -> pl.DataFrame:
+    """examples rows; text, tokens, POS and segments only for the map sample."""
+    seq_len = batch.real.sum(dim=-1)
+    sample = batch.in_map_sample
+    detail = [{
+        "tokens": models.tokenizer.convert_ids_to_tokens(batch.inputs["input_ids"][row, :n].tolist()),
+        "token_pos": batch.pos_tags[row],
+        "segment_ids": batch.inputs["token_type_ids"][row, :n].tolist(),
+    } if sample[row] else {"tokens": None, "token_pos": None, "segment_ids": None}
+        for row, n in enumerate(seq_len.tolist())]
+    return pl.DataFrame({
+        "example_id": batch.example_ids, "label": rows["label"],
+        "prediction": _predict(logits), "prediction_effective": _predict(logits_effective),
+        "seq_len": seq_len.numpy(), "n_segments": np.where(rows["text_b"].is_null(), 1, 2),
+        "in_map_sample": sample,
+        "text_a": rows["text_a"].zip_with(pl.Series(sample), pl.Series([None] * len(rows), dtype=pl.String)),
+        "text_b": rows["text_b"].zip_with(pl.Series(sample), pl.Series([None] * len(rows), dtype=pl.String)),
+        "tokens": pl.Series([d["tokens"] for d in detail], dtype=pl.List(pl.String)),
+        "token_pos": pl.Series([d["token_pos"] for d in detail], dtype=pl.List(pl.String)),
+        "segment_ids": pl.Series([d["segment_ids"] for d in detail], dtype=pl.List(pl.Int8)),
+    })
