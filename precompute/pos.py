@@ -29,10 +29,9 @@ def load_tagger() -> spacy.language.Language:
     """The small English spaCy pipeline with only the pipes that produce `Token.pos_`."""
     for name in _MODEL_NAMES:
         try:
-            nlp = spacy.load(name)
+            nlp = spacy.load(name, exclude=list(_UNNEEDED_PIPES))
         except OSError:
             continue
-        nlp.disable_pipes(*[pipe for pipe in _UNNEEDED_PIPES if pipe in nlp.pipe_names])
         return nlp
     raise EffattnError(
         f"expected one of the spaCy models {', '.join(_MODEL_NAMES)}, found none: "

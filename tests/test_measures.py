@@ -1,0 +1,132 @@
+"""precompute.measures against plain-numpy recomputations on each example's real block."""
+
+import numpy as np
+import pytest
+import torch
+
+from precompute import measures
+
+LENGTHS = (7, 5, 9)  # real tokens per example; the batch pads to 9
+N_HEAD = 2
+N_KEY = max(LENGTHS)
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def batch():
+    """Padded maps whose padded entries hold garbage, so any leak from padding shows."""
+    rng = np.random.default_rng(0)
+    blocks = [_softmax(rng.normal(size=(N_HEAD, n, n))) for n in LENGTHS]
+    attn = rng.normal(size=(len(LENGTHS), N_HEAD, N_KEY, N_KEY)).astype(np.float32)
+    signed = rng.normal(size=attn.shape).astype(np.float32)  # stands in for an effective map
+    for row, (block, n) in enumerate(zip(blocks, LENGTHS)):
+        attn[row, :, :n, :n] = block
+    real = np.arange(N_KEY)[None, :] < np.array(LENGTHS)[:, None]
+    return attn, signed, real
+
+
+def _real(array: np.ndarray, row: int, head: int) -> np.ndarray:
+    n = LENGTHS[row]
+    return array[row, head, :n, :n].astype(np.float64)
+
+
+def _torch(*arrays):
+    return [torch.from_numpy(np.ascontiguousarray(array)) for array in arrays]
+
+
+def test_cls_weight_is_first_column_averaged_over_real_queries(batch):
+    attn, _, real = batch
+    got = measures.cls_weight(*_torch(attn, real)).numpy()
+    want = [[_real(attn, row, head)[:, 0].mean() for head in range(N_HEAD)] for row in range(len(LENGTHS))]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_sep_weight_takes_the_larger_of_two_sep_columns(batch):
+    attn, _, real = batch
+    is_sep = np.zeros_like(real)
+    for row, n in enumerate(LENGTHS):
+        is_sep[row, [n // 2, n - 1]] = True  # a sentence pair: [SEP] mid-way and at the end
+    got = measures.sep_weight(*_torch(attn, real, is_sep)).numpy()
+    for row, n in enumerate(LENGTHS):
+        for head in range(N_HEAD):
+            columns = _real(attn, row, head).mean(axis=0)
+            assert got[row, head] == pytest.approx(max(columns[n // 2], columns[n - 1]), rel=1e-6)
+
+
+def test_cls_row_weight_is_max_over_tokens_of_a_hand_tagged_type(batch):
+    attn, _, real = batch
+    pos_tags = [["[CLS]", "DET", "NOUN", "", "NOUN", "PUNCT", "[SEP]"],
+                ["[CLS]", "PRON", "VERB", "PUNCT", "[SEP]"],
+                ["[CLS]", "NOUN", "VERB", "", "DET", "NOUN", "PUNCT", "NOUN", "[SEP]"]]
+    types = measures.token_type_masks(pos_tags, N_KEY)
+    got = measures.cls_row_max(*_torch(attn), types["noun"]).numpy()
+    for row, tags in enumerate(pos_tags):
+        nouns = [key for key, tag in enumerate(tags) if tag == "NOUN"]
+        for head in range(N_HEAD):
+            want = attn[row, head, 0, nouns].max() if nouns else np.nan
+            np.testing.assert_allclose(got[row, head], want, rtol=1e-6)
+
+
+def test_cls_row_weight_is_nan_when_the_type_is_absent(batch):
+    attn, _, real = batch
+    types = measures.token_type_masks([["[CLS]", "NOUN", "[SEP]"]] * len(LENGTHS), N_KEY)
+    assert np.isnan(measures.cls_row_max(*_torch(attn), types["verb"]).numpy()).all()
+
+
+def test_token_type_masks_mark_specials_and_ignore_continuations():
+    masks = measures.token_type_masks([["[CLS]", "VERB", "", "PUNCT", "[SEP]"]], 6)
+    assert masks["cls"][0].tolist() == [True, False, False, False, False, False]
+    assert masks["verb"][0].tolist() == [False, True, False, False, False, False]
+    assert masks["sep"][0].tolist() == [False, False, False, False, True, False]
+    assert masks["punct"][0].tolist() == [False, False, False, True, False, False]
+
+
+def test_entropy_is_mean_row_entropy_of_abs_normalised_rows(batch):
+    _, signed, real = batch
+    got = measures.mean_row_entropy(*_torch(signed, real)).numpy()
+    for row in range(len(LENGTHS)):
+        for head in range(N_HEAD):
+            probs = np.abs(_real(signed, row, head))
+            probs /= probs.sum(axis=-1, keepdims=True)
+            want = -(probs * np.log(probs)).sum(axis=-1).mean()
+            assert got[row, head] == pytest.approx(want, rel=1e-6)
+
+
+def test_entropy_of_uniform_attention_is_log_n():
+    n = 6
+    attn = torch.full((1, 1, n, n), 1.0 / n)
+    assert measures.mean_row_entropy(attn, torch.ones(1, n, dtype=torch.bool)).item() == pytest.approx(np.log(n))
+
+
+def test_frobenius_norm_reads_only_the_real_block(batch):
+    _, signed, real = batch
+    got = measures.frobenius_norm(*_torch(signed, real)).numpy()
+    want = [[np.linalg.norm(_real(signed, row, head)) for head in range(N_HEAD)] for row in range(len(LENGTHS))]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_cosine_matches_numpy_on_flattened_real_blocks(batch):
+    attn, signed, real = batch
+    got = measures.map_cosine(*_torch(attn, signed, real)).numpy()
+    for row in range(len(LENGTHS)):
+        for head in range(N_HEAD):
+            left, right = _real(attn, row, head).ravel(), _real(signed, row, head).ravel()
+            want = left @ right / (np.linalg.norm(left) * np.linalg.norm(right))
+            assert got[row, head] == pytest.approx(want, rel=1e-6, abs=1e-9)
+
+
+def test_cosine_of_a_map_with_itself_is_one(batch):
+    attn, _, real = batch
+    np.testing.assert_allclose(measures.map_cosine(*_torch(attn, attn, real)).numpy(), 1.0, rtol=1e-12)
+
+
+def test_nullity_is_real_tokens_minus_rank(batch):
+    _, signed, real = batch
+    rank = torch.tensor([[5, 7], [5, 5], [8, 9]])
+    got = measures.head_properties(*_torch(signed), rank, *_torch(real))
+    assert got["seq_len"].tolist() == [[7, 7], [5, 5], [9, 9]]
+    assert got["nullity"].tolist() == [[2, 0], [0, 0], [1, 0]]
