@@ -32,7 +32,8 @@ FEATURES = (
     "prev",       # mean mass on the -1 diagonal (previous token)
     "next",       # mean mass on the +1 diagonal (next token)
     "band",       # max of prev / self / next
-    "within",     # excess share of non-special mass kept in the query's own sentence (0 = as uniform)
+    "within",     # mass kept in the query's own sentence beyond uniform (keys off the +-1 band)
+    "within_far", # the same with keys more than 4 tokens away only (a wide band is no block)
     "entropy",    # mean row entropy / log(n)
     "row_max",    # mean of the row maxima
     "log_n",      # log(n)
@@ -86,18 +87,19 @@ def pattern_features(maps: np.ndarray, *, segment_ids=None, sep_positions=None) 
         "top1_col": top[..., 0], "top3_col": top[..., :3].sum(-1),
         "self": diag[0], "prev": diag[-1], "next": diag[1],
         "band": np.maximum(np.maximum(diag[-1], diag[0]), diag[1]),
-        "within": _within_excess(p, seg, special), "entropy": entropy,
+        "within": _within_excess(p, seg, special, band=1),
+        "within_far": _within_excess(p, seg, special, band=4), "entropy": entropy,
         "row_max": p.max(-1).mean(-1),
         "log_n": np.full(p.shape[:-2], np.log(n), np.float32),
     }
     return np.stack([np.asarray(feats[f], np.float32) for f in FEATURES], axis=-1)
 
 
-def _within_excess(p: np.ndarray, seg: np.ndarray, special: np.ndarray) -> np.ndarray:
+def _within_excess(p: np.ndarray, seg: np.ndarray, special: np.ndarray, band: int) -> np.ndarray:
     """Mass a query keeps in its own sentence beyond what uniform attention would keep.
 
-    Only non-special rows and keys off the -1/0/+1 band count, so a diagonal map does not
-    look like a block. Per row: (m_same - e * m_all) / (1 - e), with m_all the off-band
+    Only non-special rows and keys more than `band` tokens away count, so a diagonal map does
+    not look like a block. Per row: (m_same - e * m_all) / (1 - e), with m_all the off-band
     non-special mass, m_same its own-sentence part, e the own-sentence share of those keys.
     0 for one-sentence inputs.
     """
@@ -105,7 +107,7 @@ def _within_excess(p: np.ndarray, seg: np.ndarray, special: np.ndarray) -> np.nd
     if np.unique(seg[~special]).size < 2:
         return np.zeros(p.shape[:-2], np.float32)
     idx = np.arange(n)
-    keys = (~special[None, :] & ~special[:, None]) & (np.abs(idx[:, None] - idx[None, :]) > 1)
+    keys = (~special[None, :] & ~special[:, None]) & (np.abs(idx[:, None] - idx[None, :]) > band)
     same = keys & (seg[:, None] == seg[None, :])                   # (query, key)
     e = same.sum(-1) / np.maximum(keys.sum(-1), 1)                  # (query,)
     m_all = (p * keys).sum(-1)                                      # (..., query)
@@ -124,4 +126,4 @@ def preliminary_guess(weights: np.ndarray, *, segment_ids=None, sep_positions=No
         return "vertical+diagonal" if vertical or diagonal else "heterogeneous"
     if vertical or diagonal:
         return "vertical" if vertical else "diagonal"
-    return "block" if f["within"] > 0.3 else "heterogeneous"
+    return "block" if f["within_far"] > 0.15 else "heterogeneous"

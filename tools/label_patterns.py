@@ -189,9 +189,11 @@ def _select(args, labelled: set) -> list[dict]:
     pool = _candidates(args.cache, labelled, rng)
     if args.kind:
         pool = [k for k in pool if k["kind"] == args.kind]
-    if not args.stratify:
+    if not args.stratify and not args.guessed:
         return pool[: args.n]
     quota = {pattern: args.n // len(PATTERNS) for pattern in PATTERNS}
+    if args.guessed:
+        quota = {pattern: args.n if pattern == CODES[args.guessed] else 0 for pattern in PATTERNS}
     chosen = []
     for key in pool[: 40 * args.n]:
         weights, segment_ids = _load_map(args.cache, key)
@@ -224,6 +226,8 @@ def render(args) -> int:
     batches.mkdir(parents=True, exist_ok=True)
     sheet.save(batches / f"{args.name}.png")
     how = "stratified by a preliminary rule guess (not shown)" if args.stratify else "random"
+    if args.guessed:
+        how = f"among maps a preliminary rule guessed as {CODES[args.guessed]} (guess not shown)"
     (batches / f"{args.name}.json").write_text(json.dumps({"how": how, "maps": chosen}))
     print(batches / f"{args.name}.png")
     return 0
@@ -280,7 +284,8 @@ def main(argv=None) -> int:
     p.add_argument("--cols", type=int, default=6)
     p.add_argument("--size", type=int, default=160, help="panel size in pixels")
     p.add_argument("--kind", choices=["standard", "effective"], default=None)
-    p.add_argument("--stratify", action="store_true")
+    p.add_argument("--stratify", action="store_true", help="equal quota per preliminary guess")
+    p.add_argument("--guessed", choices=sorted(CODES), help="only maps preliminarily guessed so")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("record", help="record the labels of a rendered grid")
     p.add_argument("--name", required=True)
