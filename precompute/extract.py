@@ -85,24 +85,26 @@ def load_models(model_dir: str | Path, base_model, task: str, config: RunConfig)
 
 
 def run_extract(run: RunFolder, task: str, model_dir: str | Path, base_model, eval_frame: pl.DataFrame,
-                config: RunConfig, shard: Shard = Shard(), *, fail_after_chunk: int | None = None) -> int:
+                config: RunConfig, shard: Shard = Shard(), *, chunk_examples: int = CHUNK_EXAMPLES,
+                fail_after_chunk: int | None = None) -> int:
     """Extract this shard's chunks that are not on disk yet; returns how many were written.
 
+    chunk_examples: examples per part file; a resumed run must use the same value.
     fail_after_chunk: test hook, raise InjectedFailure right after writing that chunk.
     """
     if run.stage_done("extract", task, shard):
         return 0
     sample = analysis_sample(eval_frame, config, shard)
-    n_chunks = -(-len(sample) // CHUNK_EXAMPLES)
+    chunks = [sample.slice(start, chunk_examples) for start in range(0, len(sample), chunk_examples)]
     done = run.existing_chunks("examples", task, shard)
-    todo = [chunk for chunk in range(n_chunks) if chunk not in done]
+    todo = [chunk for chunk in range(len(chunks)) if chunk not in done]
     started = time.perf_counter()
     if todo:
         models = load_models(model_dir, base_model, task, config)
-        n_done = sum(len(_chunk_rows(sample, chunk)) for chunk in done if chunk < n_chunks)
+        n_done = len(sample) - sum(len(chunks[chunk]) for chunk in todo)
         with tqdm(total=len(sample), initial=n_done, unit="ex", desc=f"extract {task} {shard}") as bar:
             for chunk in todo:
-                rows = _chunk_rows(sample, chunk)
+                rows = chunks[chunk]
                 write_chunk(run, task, shard, chunk, extract_chunk(models, task, rows, config))
                 bar.update(len(rows))
                 if chunk == fail_after_chunk:
@@ -111,14 +113,10 @@ def run_extract(run: RunFolder, task: str, model_dir: str | Path, base_model, ev
     return len(todo)
 
 
-def _chunk_rows(sample: pl.DataFrame, chunk: int) -> pl.DataFrame:
-    return sample.slice(chunk * CHUNK_EXAMPLES, CHUNK_EXAMPLES)
-
-
 def write_chunk(run: RunFolder, task: str, shard: Shard, chunk: int, tables: dict[str, pl.DataFrame]) -> None:
     """Write one chunk's parts; `examples` last, because its part marks the chunk as done."""
     for table in ("maps", "head_measures", "examples"):
-        if table != "maps" or len(tables[table]):
+        if table in tables:  # no maps outside the map sample
             run.write_part(table, task, tables[table], shard=shard, chunk=chunk)
 
 
@@ -130,11 +128,12 @@ def extract_chunk(models: Models, task: str, rows: pl.DataFrame, config: RunConf
     for start in range(0, len(by_length), config.eval_batch_size):
         batch_rows = by_length.slice(start, config.eval_batch_size)
         for table, frame in _extract_batch(models, batch_rows, config).items():
-            tables[table].append(frame)
+            if frame is not None:
+                tables[table].append(frame)
     keys = {"examples": ["example_id"], "head_measures": ["example_id", "layer", "head", "kind"],
             "maps": ["example_id", "layer", "head", "kind"]}
     return {table: pl.concat(frames).with_columns(task=pl.lit(task)).sort(keys[table])
-            for table, frames in tables.items()}
+            for table, frames in tables.items() if frames}
 
 
 def _encode(tokenizer, rows: pl.DataFrame, config: RunConfig, *, padding: bool):
@@ -183,7 +182,7 @@ def _extract_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> dic
     return {
         "examples": _example_rows(models, rows, batch, output.logits, logits_effective),
         "head_measures": pl.concat(measure_frames),
-        "maps": pl.concat(map_frames),
+        "maps": pl.concat(map_frames) if any(frame is not None for frame in map_frames) else None,
     }
 
 
@@ -217,7 +216,7 @@ def _classify_patterns(maps: torch.Tensor, batch: Batch) -> dict[str, np.ndarray
     return {"pattern": np.stack(labels), "pattern_score": np.stack(scores)}
 
 
-def _map_rows(layer: int, maps: dict, batch: Batch) -> pl.DataFrame:
+def _map_rows(layer: int, maps: dict, batch: Batch) -> pl.DataFrame | None:
     """maps rows (row-major float32 weights) of the batch's examples in the map sample."""
     frames = []
     for row in np.flatnonzero(batch.in_map_sample):
@@ -229,7 +228,7 @@ def _map_rows(layer: int, maps: dict, batch: Batch) -> pl.DataFrame:
                 "kind": kind, "seq_len": n,
                 "weights": pl.Series(weights).cast(pl.List(pl.Float32)),
             }))
-    return pl.concat(frames) if frames else pl.DataFrame()
+    return pl.concat(frames) if frames else None
 
 
 def _predict(logits: torch.Tensor) -> np.ndarray:
