@@ -37,6 +37,15 @@ FEATURES = (
     "entropy",    # mean row entropy / log(n)
     "row_max",    # mean of the row maxima
     "log_n",      # log(n)
+    # what the eye sees on a map drawn relative to its maximum:
+    "stripe_med",   # strongest column's median over queries / the map's maximum
+    "stripe_q75",   # strongest column's 75th percentile over queries / the map's maximum
+    "med_top3",     # summed median mass of the three strongest columns
+    "band_vis",     # median over queries of the row's largest -1/0/+1 weight / the map's maximum
+    "ink",          # mean weight / the map's maximum (near 1: diffuse; near 0: sparse)
+    "argmax_top1",  # share of queries whose largest weight is on the most common column
+    "argmax_top3",  # share of queries whose largest weight is on one of the 3 most common columns
+    "argmax_band",  # share of queries whose largest weight is within one token of themselves
 )
 
 
@@ -91,8 +100,30 @@ def pattern_features(maps: np.ndarray, *, segment_ids=None, sep_positions=None) 
         "within_far": _within_excess(p, seg, special, band=4), "entropy": entropy,
         "row_max": p.max(-1).mean(-1),
         "log_n": np.full(p.shape[:-2], np.log(n), np.float32),
+        **_visual_features(p),
     }
     return np.stack([np.asarray(feats[f], np.float32) for f in FEATURES], axis=-1)
+
+
+def _visual_features(p: np.ndarray) -> dict:
+    """Contrast and argmax features of row distributions p (..., query, key)."""
+    n = p.shape[-1]
+    peak = p.max(axis=(-2, -1))                                      # (...,)
+    med = np.median(p, axis=-2)                                      # (..., key)
+    q75 = np.quantile(p, 0.75, axis=-2)
+    idx = np.arange(n)
+    near = np.abs(idx[:, None] - idx[None, :]) <= 1                  # (query, key) band
+    band_row = np.where(near, p, 0).max(-1)                          # (..., query)
+    argmax = p.argmax(-1)                                            # (..., query)
+    counts = (argmax[..., None] == idx).sum(-2)                      # (..., key) queries per column
+    top_counts = -np.sort(-counts, axis=-1)
+    return {
+        "stripe_med": med.max(-1) / peak, "stripe_q75": q75.max(-1) / peak,
+        "med_top3": -np.sort(-med, axis=-1)[..., :3].sum(-1),
+        "band_vis": np.median(band_row, axis=-1) / peak, "ink": 1.0 / (n * peak),
+        "argmax_top1": top_counts[..., 0] / n, "argmax_top3": top_counts[..., :3].sum(-1) / n,
+        "argmax_band": (np.abs(argmax - idx) <= 1).mean(-1),
+    }
 
 
 def _within_excess(p: np.ndarray, seg: np.ndarray, special: np.ndarray, band: int) -> np.ndarray:

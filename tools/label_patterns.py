@@ -48,7 +48,8 @@ LABEL_SCHEMA = {
     "head": pl.Int16, "kind": pl.String, "model_path": pl.String, "seq_len": pl.Int32,
     "n_segments": pl.Int8, "segment_ids": pl.List(pl.Int8),
     "weights": pl.List(pl.Float32),  # the map as the model gave it, row-major query x key
-    "pattern": pl.String, "labeller": pl.String, "how": pl.String, "batch": pl.String,
+    "pattern": pl.String, "first_pattern": pl.String,  # label of the first blind pass, if relabelled
+    "labeller": pl.String, "how": pl.String, "batch": pl.String,
     "panel": pl.Int16, "labelled_at": pl.String}
 
 
@@ -186,6 +187,11 @@ def _select(args, labelled: set) -> list[dict]:
     from effattn.patterns import preliminary_guess
 
     rng = np.random.default_rng(args.seed)
+    if args.relabel:  # second blind pass over maps labelled once (their labels are not shown)
+        once = pl.read_parquet(LABELS_PATH).filter(pl.col("first_pattern").is_null())
+        pool = once.select("model", "task", "example_id", "layer", "head", "kind").to_dicts()
+        rng.shuffle(pool)
+        return pool[: args.n]
     pool = _candidates(args.cache, labelled, rng)
     if args.kind:
         pool = [k for k in pool if k["kind"] == args.kind]
@@ -226,6 +232,8 @@ def render(args) -> int:
     batches.mkdir(parents=True, exist_ok=True)
     sheet.save(batches / f"{args.name}.png")
     how = "stratified by a preliminary rule guess (not shown)" if args.stratify else "random"
+    if args.relabel:
+        how = "relabel"
     if args.guessed:
         how = f"among maps a preliminary rule guessed as {CODES[args.guessed]} (guess not shown)"
     (batches / f"{args.name}.json").write_text(json.dumps({"how": how, "maps": chosen}))
@@ -253,12 +261,17 @@ def record(args) -> int:
         rows.append({**key, "model_path": models[key["model"]], "seq_len": weights.shape[0],
                      "n_segments": int(np.unique(segment_ids).size),
                      "segment_ids": segment_ids.tolist(), "weights": weights.ravel().tolist(),
-                     "pattern": CODES[given[str(panel)]], "labeller": LABELLER,
+                     "pattern": CODES[given[str(panel)]], "first_pattern": None,
+                     "labeller": LABELLER,
                      "how": batch["how"], "batch": args.name, "panel": panel,
                      "labelled_at": datetime.datetime.now().isoformat(timespec="seconds")})
     new = pl.DataFrame(rows, schema=LABEL_SCHEMA)
     old = pl.read_parquet(LABELS_PATH) if LABELS_PATH.exists() else new.clear()
     keys = ["model", "task", "example_id", "layer", "head", "kind"]
+    if batch["how"] == "relabel":  # the second pass becomes the label; the first is kept
+        first = old.select(*keys, "pattern", "how").rename({"pattern": "first_pattern"})
+        new = (new.drop("first_pattern", "how").join(first, on=keys, how="left")
+               .select(LABEL_SCHEMA.keys()))
     merged = pl.concat([old.join(new.select(keys), on=keys, how="anti"), new])
     LABELS_PATH.parent.mkdir(parents=True, exist_ok=True)
     merged.write_parquet(LABELS_PATH.with_suffix(".tmp"))
@@ -285,6 +298,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=160, help="panel size in pixels")
     p.add_argument("--kind", choices=["standard", "effective"], default=None)
     p.add_argument("--stratify", action="store_true", help="equal quota per preliminary guess")
+    p.add_argument("--relabel", action="store_true", help="second blind pass over labelled maps")
     p.add_argument("--guessed", choices=sorted(CODES), help="only maps preliminarily guessed so")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("record", help="record the labels of a rendered grid")
