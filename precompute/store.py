@@ -62,7 +62,7 @@ class Shard:
 
 
 @contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it into place with os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -81,7 +81,7 @@ def _atomic_path(path: Path) -> Iterator[Path]:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -171,7 +171,7 @@ class RunFolder:
         if tasks and tasks != [task]:
             raise CacheError(f"frame for table {table} has task values {tasks}, expected only {task!r}: filter it first")
         path = self._partition_dir(table, task) / f"part-{shard.label}-{chunk:05d}.parquet"
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             frame.write_parquet(tmp, compression="zstd", metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION)})
         return path
 

@@ -1,0 +1,136 @@
+"""Command line of ``python -m precompute``: parse options, run the stages, report errors in one line."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+import time
+from pathlib import Path
+
+from precompute import ConfigError, PrecomputeError
+from precompute.config import EMBEDDED_MODEL, RunConfig, parse_stages, parse_tasks, resolve_model
+from precompute.schema import STAGES, TASKS
+from precompute.store import RunFolder, Shard
+
+DESCRIPTION = """\
+Fine-tune a model on GLUE tasks, then extract standard and effective attention measurements
+into a versioned Parquet run folder that the dashboard reads (schema: docs/SCHEMA.md).
+Every stage is resumable: re-running the same command after Ctrl-C or kill -9 continues where
+it stopped, and re-running a finished command does nothing (use --force to redo)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m precompute", description=DESCRIPTION,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--tasks", default=",".join(TASKS),
+                   help="comma-separated GLUE tasks, case-insensitive; GLUE folder names (RTE, SST-2, STS-B) work too")
+    p.add_argument("--model", default=EMBEDDED_MODEL,
+                   help="'minilm' (the embedded all-MiniLM-L6-v2), a Hugging Face id such as bert-base-uncased, or a local folder")
+    p.add_argument("--glue-dir", type=Path, default=None,
+                   help="folder in the GLUE TSV layout (DIR/RTE/train.tsv, DIR/RTE/dev.tsv, ...); default: the Hugging Face hub (nyu-mll/glue)")
+    p.add_argument("--carve-train-from-dev", type=float, default=None, metavar="FRACTION",
+                   help="for tasks whose source has no train split (QNLI in some GLUE folders): train on this seeded random "
+                        "share of dev and evaluate only on the remaining dev rows (recorded in manifest.json carve_outs)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (created if missing; reused to resume)")
+    p.add_argument("--max-train-examples", type=int, default=None, help="cap training rows (seeded random subset); default all")
+    p.add_argument("--max-eval-examples", type=int, default=None, help="cap eval rows (first rows of dev); default all")
+    p.add_argument("--epochs", type=float, default=3.0, help="training epochs (fractions train part of the last epoch)")
+    p.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    p.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate, linear decay without warmup")
+    p.add_argument("--max-seq-len", type=int, default=128, help="truncate inputs to this many wordpieces")
+    p.add_argument("--seed", type=int, default=42, help="seed for model init, data order, caps and carve-outs")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available, else cpu")
+    p.add_argument("--shard", default="0/1", metavar="i/N",
+                   help="process only shard i (0-based) of N of the eval examples in extract; run finetune,evaluate once first")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
+    p.add_argument("--force", action="store_true", help="redo the selected stages for the selected tasks")
+    p.add_argument("--map-examples", type=int, default=20, help="examples per task whose full attention maps are stored")
+    p.add_argument("--analysis-examples", type=int, default=1000, help="random eval examples per task for map-level analyses")
+    return p
+
+
+def parse_config(argv: list[str]) -> RunConfig:
+    """Turn command-line arguments into a validated RunConfig (raises ConfigError)."""
+    args = build_parser().parse_args(argv)
+    if args.carve_train_from_dev is not None and not 0 < args.carve_train_from_dev < 1:
+        raise ConfigError(f"--carve-train-from-dev must be between 0 and 1, got {args.carve_train_from_dev}: pass e.g. 0.6")
+    for name in ("max_train_examples", "max_eval_examples", "batch_size", "max_seq_len"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}: pass a positive number")
+    if args.epochs <= 0:
+        raise ConfigError(f"--epochs must be positive, got {args.epochs}: pass e.g. 3")
+    return RunConfig(
+        tasks=parse_tasks(args.tasks), out=args.out, model=args.model, glue_dir=args.glue_dir,
+        carve_train_from_dev=args.carve_train_from_dev, max_train_examples=args.max_train_examples,
+        max_eval_examples=args.max_eval_examples, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, max_seq_len=args.max_seq_len, seed=args.seed, device=args.device,
+        shard=Shard.parse(args.shard), stages=parse_stages(args.stages), force=args.force,
+        map_examples=args.map_examples, analysis_examples=args.analysis_examples,
+    )
+
+
+def run_task(run: RunFolder, task: str, config: RunConfig, base_model: str) -> None:
+    """Run the per-task stages (finetune, evaluate, extract) for one task."""
+    from precompute import finetune, glue, manifest
+
+    data = glue.load_task(task, glue_dir=config.glue_dir, carve_train_from_dev=config.carve_train_from_dev,
+                          seed=config.seed, max_train_examples=config.max_train_examples,
+                          max_eval_examples=config.max_eval_examples)
+    manifest.record_task_data(run, data, config)
+    if config.force:
+        for stage in config.stages:
+            run.clear(stage, task)
+    sharded = config.shard.count > 1
+    if "finetune" in config.stages and not sharded:
+        if not finetune.run_finetune(run, task, data.train, base_model, config):
+            return  # stopped early by the test hook; a rerun resumes
+    if not run.stage_done("finetune", task):
+        raise ConfigError(f"task {task} has no fine-tuned checkpoint in {run.root}: run with --stages finetune first")
+    if "evaluate" in config.stages and not sharded:
+        from precompute import evaluate
+
+        evaluate.run_evaluate(run, task, data.eval, config)
+    if "extract" in config.stages:
+        from precompute import extract
+
+        extract.run_extract(run, task, run.checkpoint_dir(task), base_model, data.eval, config, config.shard)
+
+
+def run_pipeline(config: RunConfig) -> None:
+    """All selected stages for all selected tasks, then the cross-task analysis."""
+    from precompute import finetune, manifest
+
+    run = RunFolder(config.out)
+    base_model = resolve_model(config.model)
+    device = str(finetune.pick_device(config.device))
+    manifest.record_run(run, config, base_model, device)
+    for task in config.tasks:
+        run_task(run, task, config, base_model)
+    if "analyse" in config.stages and config.shard.index == 0:
+        from precompute import analyse
+
+        started = time.perf_counter()
+        analyse.run_analyse(run, list(config.tasks))
+        run.update_manifest({"stage_seconds": {"_all": {"analyse": round(time.perf_counter() - started, 3)}}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; project errors become one line on stderr and exit code 2."""
+    from effattn.errors import EffattnError
+
+    try:
+        run_pipeline(parse_config(sys.argv[1:] if argv is None else argv))
+    except (PrecomputeError, EffattnError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        print(f"error: disk full ({error.filename or 'while writing'}): free some space or choose another --out", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,197 @@
+"""Stage 1: fine-tune the base model on one task, resumably, into the run folder's checkpoint.
+
+Plain PyTorch loop with the paper's settings (AdamW, lr 2e-5, linear decay without warmup as
+in transformers' defaults, batch 8, max length 128, dynamic padding per batch). The data
+order of epoch e is a permutation seeded by ``seed + e``, so a training state only needs the
+step counter plus model/optimizer/scheduler/RNG states to resume exactly (after Ctrl-C or
+kill -9). States are saved atomically every ``save_every_steps`` steps and at epoch ends.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers.utils import logging as hf_logging
+
+from effattn.errors import UnsupportedModelError
+from precompute import ConfigError, DiskFullError
+from precompute.config import RunConfig
+from precompute.schema import TASKS
+from precompute.store import RunFolder, atomic_path
+
+STATE_FILE = "state.pt"
+hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" report is expected here
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but no CUDA GPU is visible: use --device cpu or auto")
+    return torch.device(device)
+
+
+def load_classifier(model_path: str | Path, task: str) -> torch.nn.Module:
+    """A sequence-classification model with eager attention, checked to return attention weights."""
+    info = TASKS[task]
+    extra = {"problem_type": "regression"} if info.is_regression else {}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_path, num_labels=info.num_labels, attn_implementation="eager", **extra
+        )
+    except OSError as error:
+        raise ConfigError(f"could not load model {model_path} ({str(error).splitlines()[0][:160]}): pass minilm, a local folder or a cached hub id") from None
+    except (ValueError, KeyError) as error:
+        raise UnsupportedModelError(f"model {model_path} cannot be loaded for sequence classification with eager attention ({str(error).splitlines()[0][:160]}): use a BERT-style encoder") from None
+    check_returns_attention(model, model_path)
+    return model
+
+
+def check_returns_attention(model: torch.nn.Module, name: str | Path) -> None:
+    """Raise UnsupportedModelError unless ``model(..., output_attentions=True)`` gives maps."""
+    model.eval()
+    with torch.no_grad():
+        output = model(input_ids=torch.tensor([[model.config.pad_token_id or 0] * 3]), output_attentions=True)
+    attentions = getattr(output, "attentions", None)
+    if not attentions or any(a is None for a in attentions):
+        raise UnsupportedModelError(f"model {name} does not return attention weights with output_attentions=True: use a model with eager attention (e.g. BERT)")
+
+
+def tokenize(tokenizer, frame: pl.DataFrame, max_seq_len: int) -> list[dict]:
+    """One unpadded encoding per row (truncated to ``max_seq_len`` tokens)."""
+    text_b = frame["text_b"].to_list()
+    encoded = tokenizer(
+        frame["text_a"].to_list(),
+        text_b if any(t is not None for t in text_b) else None,
+        truncation=True,
+        max_length=max_seq_len,
+    )
+    keys = list(encoded.keys())
+    return [{key: encoded[key][i] for key in keys} for i in range(len(frame))]
+
+
+def collate(tokenizer, encodings: list[dict], labels: list[float] | None, regression: bool) -> dict:
+    """Pad one batch to its longest member (dynamic padding) and attach labels."""
+    batch = tokenizer.pad(encodings, return_tensors="pt")
+    if labels is not None:
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if regression else torch.long)
+    return dict(batch)
+
+
+def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
+    """The row order of ``epoch`` (a permutation seeded by seed + epoch)."""
+    generator = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def _save_state(path: Path, model, optimizer, scheduler, step: int, seconds: float) -> None:
+    state = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "step": step, "seconds": seconds,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path, model, optimizer, scheduler) -> tuple[int, float]:
+    """Restore a saved training state; returns (steps done, training seconds so far)."""
+    if not path.exists():
+        return 0, 0.0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["step"]), float(state.get("seconds", 0.0))
+
+
+def total_steps(n_train: int, config: RunConfig) -> tuple[int, int]:
+    """(steps per epoch, total steps); fractional --epochs train a share of the last epoch."""
+    per_epoch = math.ceil(n_train / config.batch_size)
+    return per_epoch, max(1, math.ceil(per_epoch * config.epochs))
+
+
+def _save_final(run: RunFolder, task: str, model, tokenizer) -> None:
+    """save_pretrained into a temporary folder, then move it into place."""
+    final = run.checkpoint_dir(task)
+    tmp = final.with_name(f".{task}.saving")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    except OSError as error:
+        if error.errno == 28:  # ENOSPC
+            raise DiskFullError(f"disk full while saving the {task} checkpoint to {final}: free some space or choose another --out") from None
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def run_finetune(run: RunFolder, task: str, train: pl.DataFrame, base_model: str | Path, config: RunConfig) -> bool:
+    """Fine-tune ``base_model`` on ``train`` into ``run.checkpoint_dir(task)``; resume if interrupted.
+
+    Returns True when the stage is done (now or before), False when ``config.stop_after_steps``
+    stopped it early (a test hook that stands in for an interruption).
+    """
+    if run.stage_done("finetune", task):
+        return True
+    started = time.perf_counter()
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(config.seed)  # classifier-head init and dropout
+    device = pick_device(config.device)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = load_classifier(base_model, task).to(device)
+    encodings = tokenize(tokenizer, train, config.max_seq_len)
+    labels = train["label"].to_list()
+    per_epoch, n_steps = total_steps(len(train), config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=n_steps)
+    state_path = run.training_state_dir(task) / STATE_FILE
+    step, seconds_before = _load_state(state_path, model, optimizer, scheduler)
+    first_step, loop_started = step, time.perf_counter()
+    model.train()
+    progress = tqdm(total=n_steps, initial=step, desc=f"finetune {task}", unit="step", dynamic_ncols=True)
+    loss_avg = None
+    while step < n_steps:
+        if config.stop_after_steps is not None and step >= config.stop_after_steps:
+            progress.close()
+            return False
+        epoch, index = divmod(step, per_epoch)
+        rows = epoch_order(len(train), epoch, config.seed)[index * config.batch_size:(index + 1) * config.batch_size]
+        batch = collate(tokenizer, [encodings[i] for i in rows], [labels[i] for i in rows], TASKS[task].is_regression)
+        loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        step += 1
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        progress.update(1)
+        progress.set_postfix(epoch=epoch + 1, loss=f"{loss_avg:.4f}")
+        if step % config.save_every_steps == 0 or step % per_epoch == 0:
+            elapsed = seconds_before + time.perf_counter() - started
+            _save_state(state_path, model, optimizer, scheduler, step, elapsed)
+    progress.close()
+    model.eval()
+    _save_final(run, task, model.cpu(), tokenizer)
+    session = time.perf_counter() - started
+    seconds = seconds_before + session
+    run.update_manifest({"finetune": {task: {
+        "steps": n_steps, "epochs": config.epochs, "train_rows": len(train), "resumed_at_step": first_step,
+        "final_loss_avg": loss_avg, "steps_per_second": round((n_steps - first_step) / max(time.perf_counter() - loop_started, 1e-9), 3)}}})
+    run.mark_stage_done("finetune", task, seconds=seconds)
+    shutil.rmtree(run.training_state_dir(task), ignore_errors=True)
+    return True

@@ -1,0 +1,65 @@
+"""What manifest.json says about a run: options, data, library versions, device, model shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from importlib import metadata
+
+from precompute.config import RunConfig
+from precompute.glue import TaskData
+from precompute.schema import SCHEMA_VERSION
+from precompute.store import RunFolder
+
+_LIBRARIES = ("torch", "transformers", "datasets", "polars", "pyarrow", "numpy", "scipy", "scikit-learn", "spacy")
+
+
+def library_versions() -> dict[str, str]:
+    """Python and the installed versions of the libraries that shape the results."""
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def model_shape(model_path: str) -> dict:
+    """n_layers, n_heads and d_head from the model's config (no weights loaded)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    return {
+        "n_layers": config.num_hidden_layers,
+        "n_heads": config.num_attention_heads,
+        "d_head": config.hidden_size // config.num_attention_heads,
+    }
+
+
+def record_run(run: RunFolder, config: RunConfig, model_path: str, device: str) -> None:
+    """Write the run-level fields; ``created`` is kept from the first invocation."""
+    existing = run.read_manifest()
+    patch = {
+        "schema_version": SCHEMA_VERSION,
+        "created": existing.get("created") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": config.model,
+        "model_path": model_path,
+        "tasks": sorted(set(existing.get("tasks", [])) | set(config.tasks)),
+        "data_source": "hub" if config.glue_dir is None else f"glue-dir:{config.glue_dir}",
+        "config": config.to_json(),
+        "seeds": {"seed": config.seed},
+        "versions": library_versions(),
+        "device": device,
+        **model_shape(model_path),
+    }
+    run.update_manifest(patch)
+
+
+def record_task_data(run: RunFolder, data: TaskData, config: RunConfig) -> None:
+    """Row counts (and the carve-out, if any) of one task's data."""
+    counts = {**data.row_counts, "map_examples": min(config.map_examples, data.row_counts["eval"])}
+    patch: dict = {"row_counts": {data.task: counts}}
+    if data.carve_out is not None:
+        patch["carve_outs"] = {data.task: data.carve_out}
+    run.update_manifest(patch)
