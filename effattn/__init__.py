@@ -1,0 +1,29 @@
+"""effattn: exact, fast effective attention for Hugging Face encoders.
+
+    decompose_attention(attn, values, attention_mask) -> AttentionDecomposition
+    effective_attention(attn, values, attention_mask) -> attn_eff
+    original_code_effective_attention(...)   the research code's padded method, comparison only
+    capture_attention(model, batch, on_layer=None) -> CaptureResult
+    effective_attention_substituted(model)   context manager: forward passes use A_eff
+"""
+
+from .capture import CaptureResult, LayerCapture, capture_attention
+from .effective import AttentionDecomposition, decompose_attention, effective_attention
+from .errors import EffattnError, InputShapeError, NotAProbabilityError, UnsupportedModelError
+from .original_code import original_code_effective_attention
+from .substitution import effective_attention_substituted
+
+__all__ = [
+    "AttentionDecomposition",
+    "CaptureResult",
+    "EffattnError",
+    "InputShapeError",
+    "LayerCapture",
+    "NotAProbabilityError",
+    "UnsupportedModelError",
+    "capture_attention",
+    "decompose_attention",
+    "effective_attention",
+    "effective_attention_substituted",
+    "original_code_effective_attention",
+]

@@ -1,0 +1,76 @@
+"""Capture each layer's attention, value vectors and effective attention from an HF encoder."""
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .effective import decompose_attention
+from .errors import UnsupportedModelError
+from .routing import routed_attention
+
+__all__ = ["CaptureResult", "LayerCapture", "capture_attention"]
+
+
+@dataclass(frozen=True)
+class LayerCapture:
+    """One layer of one batch. Padded query rows and key columns are 0 in every map."""
+
+    layer: int                    # 0-based, in the order the model runs its layers
+    attn: torch.Tensor            # (batch, head, query, key) attention probabilities
+    values: torch.Tensor          # (batch, head, key, d_head) value vectors (X W_V + b_V)
+    attn_eff: torch.Tensor        # (batch, head, query, key) effective attention
+    attn_null: torch.Tensor       # (batch, head, query, key) attn − attn_eff
+    rank: torch.Tensor            # (batch, head) int64, numerical rank of V's real block
+    attention_mask: torch.Tensor  # (batch, key) bool, True = real token
+
+    @property
+    def n_real(self) -> torch.Tensor:
+        """(batch,) real tokens per example."""
+        return self.attention_mask.sum(-1)
+
+    @property
+    def nullity(self) -> torch.Tensor:
+        """(batch, head) dimension of the left null space of V."""
+        return self.n_real[:, None] - self.rank
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    output: Any                        # the model's own output (logits, hidden states, ...)
+    layers: tuple[LayerCapture, ...]   # empty when an on_layer callback consumed them
+
+
+def capture_attention(model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
+                      on_layer: Callable[[LayerCapture], None] | None = None) -> CaptureResult:
+    """Run `model(**batch)` once, without gradients and in eval mode, and capture every layer.
+
+    With `on_layer`, each LayerCapture goes to the callback as soon as its layer has run and is
+    then dropped, so at most one layer's extra tensors are alive beyond what the callback keeps.
+    """
+    kept: list[LayerCapture] = []
+
+    def record(attn, values, key_mask):
+        parts = decompose_attention(attn, values, key_mask, check_rows=False)
+        real = key_mask.to(attn.dtype)
+        capture = LayerCapture(
+            layer=layer_counter[0], attn=attn * real[:, None, :, None] * real[:, None, None, :],
+            values=values, attn_eff=parts.attn_eff, attn_null=parts.attn_null, rank=parts.rank,
+            attention_mask=key_mask)
+        layer_counter[0] += 1
+        (on_layer or kept.append)(capture)
+        return attn
+
+    layer_counter = [0]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), routed_attention(model, record):
+            output = model(**batch)
+    finally:
+        model.train(was_training)
+    if layer_counter[0] == 0:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} ran without calling its attention through transformers' "
+            "AttentionInterface, so nothing was captured: use a BERT-family encoder")
+    return CaptureResult(output=output, layers=tuple(kept))

@@ -1,0 +1,131 @@
+"""Effective attention: the part of each attention row that survives multiplication by V.
+
+Shapes (one vocabulary across effattn):
+    attn        (..., query, key)   attention probabilities; leading dims usually (batch, head)
+    values      (..., key, d_head)  the head's value vectors
+    attention_mask (batch, key)     1 = real token, 0 = padding
+For one example with n real tokens, let Q (n × rank) be an orthonormal basis of the column space
+of its unpadded V. Then attn_eff = A Q Qᵀ and attn_null = A − attn_eff (METHODS.md §1): rows of
+attn_null lie in the left null space of V, so attn_eff @ V == attn @ V. Every example is
+computed on its own real block; padded rows and columns of the results are 0.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputShapeError, NotAProbabilityError
+from .value_basis import value_basis
+
+__all__ = ["AttentionDecomposition", "decompose_attention", "effective_attention"]
+
+# Attention rows must sum to 1 within this; looser than float32 rounding, far tighter than any
+# tensor that is not a softmax output.
+ROW_SUM_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class AttentionDecomposition:
+    """attn = attn_eff + attn_null on each example's real block; padded rows and columns are 0."""
+
+    attn_eff: torch.Tensor   # (..., query, key), dtype of the input
+    attn_null: torch.Tensor  # (..., query, key), dtype of the input
+    rank: torch.Tensor       # (...) int64: numerical rank of each head's unpadded V
+    n_real: torch.Tensor     # (...) int64: real tokens of each example
+
+    @property
+    def nullity(self) -> torch.Tensor:
+        """Dimension of the left null space of V: how many directions of A are invisible."""
+        return self.n_real - self.rank
+
+
+def check_inputs(attn, values, attention_mask) -> None:
+    if attn.ndim < 2 or attn.shape[-1] != attn.shape[-2]:
+        raise InputShapeError(
+            f"attn must be (..., query, key) with query == key, got shape {tuple(attn.shape)}: "
+            "pass self-attention probabilities, e.g. one layer of output_attentions")
+    if values.ndim != attn.ndim or values.shape[:-1] != attn.shape[:-1]:
+        raise InputShapeError(
+            f"values must be (..., key, d_head) matching attn {tuple(attn.shape)}, got "
+            f"{tuple(values.shape)}: split the value projection into heads first")
+    if not attn.is_floating_point() or attn.dtype != values.dtype or attn.device != values.device:
+        raise InputShapeError(
+            f"attn and values must be floating tensors of one dtype and device, got "
+            f"{attn.dtype}/{attn.device} and {values.dtype}/{values.device}: cast one to the other")
+    if attention_mask is not None and (
+            attn.ndim < 3 or tuple(attention_mask.shape) != (attn.shape[0], attn.shape[-1])):
+        raise InputShapeError(
+            f"attention_mask must be (batch, key) = ({attn.shape[0]}, {attn.shape[-1]}), got "
+            f"{tuple(attention_mask.shape)}: pass the tokenizer's attention_mask for this batch")
+
+
+def _check_rows_sum_to_one(attn_block: torch.Tensor) -> None:
+    row_error = (attn_block.sum(-1) - 1).abs().max()
+    if row_error > ROW_SUM_TOLERANCE:
+        raise NotAProbabilityError(
+            f"attention rows must sum to 1 over real keys, but one is off by {row_error.item():.3g}: "
+            "pass softmax probabilities (eval mode, no dropout), not scores or averaged maps")
+
+
+def _real_positions(mask_row: torch.Tensor):
+    """Index of one example's real tokens: a slice when they form a prefix (the usual case)."""
+    positions = mask_row.nonzero().squeeze(-1)
+    n_real = positions.numel()
+    if n_real == 0 or int(positions[-1]) == n_real - 1:
+        return slice(0, n_real), n_real
+    return positions, n_real
+
+
+def _decompose_block(attn_block, values_block, check_rows):
+    """One example's real block: attn_block (m, n, n), values_block (m, n, d_head)."""
+    if check_rows:
+        _check_rows_sum_to_one(attn_block)
+    basis, rank = value_basis(values_block)
+    identifiable = rank == attn_block.shape[-1]
+    if bool(identifiable.all()):
+        return attn_block, torch.zeros_like(attn_block), rank
+    attn_eff = (attn_block @ basis) @ basis.transpose(-1, -2)
+    # A head whose V has full row rank has a trivial null space: A_eff is A, exactly.
+    attn_eff = torch.where(identifiable[:, None, None], attn_block, attn_eff)
+    return attn_eff, attn_block - attn_eff, rank
+
+
+def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
+                        attention_mask: torch.Tensor | None = None, *,
+                        check_rows: bool = True) -> AttentionDecomposition:
+    """Split attn into its effective part and its null part, per example and head, exactly."""
+    check_inputs(attn, values, attention_mask)
+    leading, n, d_head = attn.shape[:-2], attn.shape[-1], values.shape[-1]
+    if attention_mask is None:  # every leading matrix is one unpadded block
+        attn_eff, attn_null, rank = _decompose_block(
+            attn.reshape(-1, n, n), values.reshape(-1, n, d_head), check_rows)
+        n_real = torch.full(leading, n, dtype=torch.int64, device=attn.device)
+        return AttentionDecomposition(attn_eff.reshape(attn.shape), attn_null.reshape(attn.shape),
+                                      rank.reshape(leading), n_real)
+    per_example = attn.reshape(attn.shape[0], -1, n, n)      # (batch, heads…, query, key)
+    values_per_example = values.reshape(attn.shape[0], -1, n, d_head)
+    attn_eff, attn_null = torch.zeros_like(per_example), torch.zeros_like(per_example)
+    rank = torch.zeros(per_example.shape[:2], dtype=torch.int64, device=attn.device)
+    n_real = torch.zeros_like(rank)
+    for example, mask_row in enumerate(attention_mask):
+        real, n_example = _real_positions(mask_row)
+        if isinstance(real, slice):
+            block = per_example[example, :, real, real]
+        else:
+            block = per_example[example][:, real][:, :, real]
+        eff, null, rank[example] = _decompose_block(
+            block, values_per_example[example, :, real], check_rows)
+        n_real[example] = n_example
+        if isinstance(real, slice):
+            attn_eff[example, :, real, real], attn_null[example, :, real, real] = eff, null
+        else:
+            grid = (slice(None), real[:, None], real[None, :])
+            attn_eff[example][grid], attn_null[example][grid] = eff, null
+    return AttentionDecomposition(attn_eff.reshape(attn.shape), attn_null.reshape(attn.shape),
+                                  rank.reshape(leading), n_real.reshape(leading))
+
+
+def effective_attention(attn: torch.Tensor, values: torch.Tensor,
+                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A_eff shaped like attn: the component of attn that reaches the head output."""
+    return decompose_attention(attn, values, attention_mask).attn_eff

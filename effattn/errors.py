@@ -1,0 +1,27 @@
+"""The exceptions effattn raises, in one place.
+
+Every message is one sentence: what was expected, what arrived, how to fix it.
+"""
+
+__all__ = [
+    "EffattnError",
+    "InputShapeError",
+    "NotAProbabilityError",
+    "UnsupportedModelError",
+]
+
+
+class EffattnError(Exception):
+    """Base class: catch this to handle every effattn error."""
+
+
+class InputShapeError(EffattnError, ValueError):
+    """Tensors whose shapes do not fit together (attn, values, attention_mask)."""
+
+
+class NotAProbabilityError(EffattnError, ValueError):
+    """Attention rows that do not sum to 1, so they are not attention probabilities."""
+
+
+class UnsupportedModelError(EffattnError, TypeError):
+    """A model whose attention weights cannot be captured through transformers' interface."""

@@ -1,0 +1,84 @@
+"""Route a transformers model's attention through effattn, without forking transformers.
+
+transformers (≥ 5) calls every attention layer through `AttentionInterface`. We register one
+implementation, "effattn", that computes exactly what the eager implementation computes
+(softmax(QKᵀ·scaling + mask) V) and hands each layer's probabilities and value vectors to the
+active session, which may record them or replace A before it multiplies V. A model loaded
+with sdpa or flash attention is switched to it for the duration of the session and restored
+afterwards, so it never returns silently wrong results.
+"""
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+
+from .errors import UnsupportedModelError
+
+IMPLEMENTATION_NAME = "effattn"
+
+# Called with (attn (batch, head, query, key), values (batch, head, key, d_head),
+# key_mask (batch, key) bool); returns the attention probabilities to multiply V with.
+LayerHandler = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+_active_handler: ContextVar[LayerHandler | None] = ContextVar("effattn_handler", default=None)
+
+
+def _key_mask(attention_mask: torch.Tensor | None, attn: torch.Tensor) -> torch.Tensor:
+    """(batch, key) bool from the 4D mask transformers built; bidirectional rows are all alike."""
+    if attention_mask is None:
+        return torch.ones(attn.shape[0], attn.shape[-1], dtype=torch.bool, device=attn.device)
+    first_row = attention_mask[:, 0, 0, :]
+    return first_row if first_row.dtype == torch.bool else first_row == 0
+
+
+def _attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                       **kwargs):
+    """Eager attention with a hook between softmax and the product with V."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    attn = torch.nn.functional.softmax(scores, dim=-1)
+    attn = torch.nn.functional.dropout(attn, p=dropout, training=module.training)
+    handler = _active_handler.get()
+    if handler is not None:
+        attn = handler(attn, value, _key_mask(attention_mask, attn))
+    output = torch.matmul(attn, value).transpose(1, 2).contiguous()  # (batch, query, head, d_head)
+    return output, attn
+
+
+AttentionInterface.register(IMPLEMENTATION_NAME, _attention_forward)
+ALL_MASK_ATTENTION_FUNCTIONS.register(IMPLEMENTATION_NAME, eager_mask)
+
+
+def check_supported(model: torch.nn.Module) -> None:
+    """Raise UnsupportedModelError unless the model routes attention through AttentionInterface."""
+    config = getattr(model, "config", None)
+    if (config is None or not hasattr(model, "set_attn_implementation")
+            or not getattr(model, "_supports_attention_backend", False)):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} does not route attention through transformers' "
+            "AttentionInterface, so effattn cannot see its attention weights and values: use a "
+            "transformers (≥ 5) encoder such as BERT, RoBERTa, DistilBERT, ELECTRA or MiniLM")
+
+
+@contextmanager
+def routed_attention(model: torch.nn.Module, handler: LayerHandler) -> Iterator[None]:
+    """Inside the block, every attention layer of `model` calls `handler`; restored on exit."""
+    check_supported(model)
+    previous = model.config._attn_implementation
+    token = _active_handler.set(handler)
+    try:
+        model.set_attn_implementation(IMPLEMENTATION_NAME)
+        yield
+    finally:
+        _active_handler.reset(token)
+        model.set_attn_implementation(previous)
