@@ -46,7 +46,14 @@ FEATURES = (
     "argmax_top1",  # share of queries whose largest weight is on the most common column
     "argmax_top3",  # share of queries whose largest weight is on one of the 3 most common columns
     "argmax_band",  # share of queries whose largest weight is within one token of themselves
+    # cells drawn visibly dark (> VISIBLE x the map's maximum):
+    "stripe_cover",   # largest share of queries with a visible cell in one column
+    "stripe_cover3",  # mean of that share over the three most covered columns
+    "band_cover",     # share of queries with a visible cell on the -1/0/+1 diagonals
+    "clutter",        # visible cells per query outside the band and the 3 most covered columns
+    "block_cover",    # visible-cell density in own-sentence minus cross-sentence keys (off band)
 )
+VISIBLE = 0.25  # a cell at a quarter of the map's maximum is clearly visible in a rendered map
 
 
 def normalise_rows(maps: np.ndarray) -> np.ndarray:
@@ -100,7 +107,7 @@ def pattern_features(maps: np.ndarray, *, segment_ids=None, sep_positions=None) 
         "within_far": _within_excess(p, seg, special, band=4), "entropy": entropy,
         "row_max": p.max(-1).mean(-1),
         "log_n": np.full(p.shape[:-2], np.log(n), np.float32),
-        **_visual_features(p),
+        **_visual_features(p), **_cover_features(p, seg, special),
     }
     return np.stack([np.asarray(feats[f], np.float32) for f in FEATURES], axis=-1)
 
@@ -124,6 +131,29 @@ def _visual_features(p: np.ndarray) -> dict:
         "argmax_top1": top_counts[..., 0] / n, "argmax_top3": top_counts[..., :3].sum(-1) / n,
         "argmax_band": (np.abs(argmax - idx) <= 1).mean(-1),
     }
+
+
+def _cover_features(p: np.ndarray, seg: np.ndarray, special: np.ndarray) -> dict:
+    """Features of the visibly dark cells (p > VISIBLE * max) of p (..., query, key)."""
+    n = p.shape[-1]
+    dark = p > VISIBLE * p.max(axis=(-2, -1), keepdims=True)         # (..., query, key)
+    idx = np.arange(n)
+    near = np.abs(idx[:, None] - idx[None, :]) <= 1                  # (query, key)
+    cover = dark.mean(-2)                                            # (..., key)
+    order = np.argsort(-cover, axis=-1)[..., :3]                     # (..., 3) top columns
+    in_top = (idx == order[..., :, None]).any(-2)                    # (..., key)
+    clutter = (dark & ~near & ~in_top[..., None, :]).sum((-2, -1)) / n
+    same = (seg[:, None] == seg[None, :]) & ~near & ~special[None, :] & ~special[:, None]
+    cross = (seg[:, None] != seg[None, :]) & ~special[None, :] & ~special[:, None]
+    if cross.any():
+        block = ((dark & same).sum((-2, -1)) / max(same.sum(), 1)
+                 - (dark & cross).sum((-2, -1)) / cross.sum())
+    else:
+        block = np.zeros(p.shape[:-2])
+    return {"stripe_cover": cover.max(-1),
+            "stripe_cover3": np.take_along_axis(cover, order, -1).mean(-1),
+            "band_cover": (dark & near).any(-1).mean(-1), "clutter": clutter,
+            "block_cover": block}
 
 
 def _within_excess(p: np.ndarray, seg: np.ndarray, special: np.ndarray, band: int) -> np.ndarray:
