@@ -42,7 +42,7 @@ def test_cls_weight_is_first_column_averaged_over_real_queries(batch):
     attn, _, real = batch
     got = measures.cls_weight(*_torch(attn, real)).numpy()
     want = [[_real(attn, row, head)[:, 0].mean() for head in range(N_HEAD)] for row in range(len(LENGTHS))]
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_sep_weight_takes_the_larger_of_two_sep_columns(batch):
@@ -54,7 +54,7 @@ def test_sep_weight_takes_the_larger_of_two_sep_columns(batch):
     for row, n in enumerate(LENGTHS):
         for head in range(N_HEAD):
             columns = _real(attn, row, head).mean(axis=0)
-            assert got[row, head] == pytest.approx(max(columns[n // 2], columns[n - 1]), rel=1e-6)
+            assert got[row, head] == pytest.approx(max(columns[n // 2], columns[n - 1]), rel=1e-5)
 
 
 def test_cls_row_weight_is_max_over_tokens_of_a_hand_tagged_type(batch):
@@ -68,7 +68,7 @@ def test_cls_row_weight_is_max_over_tokens_of_a_hand_tagged_type(batch):
         nouns = [key for key, tag in enumerate(tags) if tag == "NOUN"]
         for head in range(N_HEAD):
             want = attn[row, head, 0, nouns].max() if nouns else np.nan
-            np.testing.assert_allclose(got[row, head], want, rtol=1e-6)
+            np.testing.assert_allclose(got[row, head], want, rtol=1e-5)
 
 
 def test_cls_row_weight_is_nan_when_the_type_is_absent(batch):
@@ -93,7 +93,7 @@ def test_entropy_is_mean_row_entropy_of_abs_normalised_rows(batch):
             probs = np.abs(_real(signed, row, head))
             probs /= probs.sum(axis=-1, keepdims=True)
             want = -(probs * np.log(probs)).sum(axis=-1).mean()
-            assert got[row, head] == pytest.approx(want, rel=1e-6)
+            assert got[row, head] == pytest.approx(want, rel=1e-5)
 
 
 def test_entropy_of_uniform_attention_is_log_n():
@@ -106,7 +106,7 @@ def test_frobenius_norm_reads_only_the_real_block(batch):
     _, signed, real = batch
     got = measures.frobenius_norm(*_torch(signed, real)).numpy()
     want = [[np.linalg.norm(_real(signed, row, head)) for head in range(N_HEAD)] for row in range(len(LENGTHS))]
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_cosine_matches_numpy_on_flattened_real_blocks(batch):
@@ -116,12 +116,12 @@ def test_cosine_matches_numpy_on_flattened_real_blocks(batch):
         for head in range(N_HEAD):
             left, right = _real(attn, row, head).ravel(), _real(signed, row, head).ravel()
             want = left @ right / (np.linalg.norm(left) * np.linalg.norm(right))
-            assert got[row, head] == pytest.approx(want, rel=1e-6, abs=1e-9)
+            assert got[row, head] == pytest.approx(want, rel=1e-5, abs=1e-9)
 
 
 def test_cosine_of_a_map_with_itself_is_one(batch):
     attn, _, real = batch
-    np.testing.assert_allclose(measures.map_cosine(*_torch(attn, attn, real)).numpy(), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(measures.map_cosine(*_torch(attn, attn, real)).numpy(), 1.0, rtol=1e-6)
 
 
 def test_nullity_is_real_tokens_minus_rank(batch):
