@@ -1,0 +1,60 @@
+"""effattn dashboard: `streamlit run app.py`.
+
+The router: declares the pages, draws the shared sidebar (dashboard/sidebar.py) and runs the
+selected page. Cache problems end in a one-line st.error naming the file; no caches end in a
+page that says how to make them. Never imports torch or effattn.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+from dashboard import sidebar
+from dashboard.errors import DashboardError, NoCachesError
+
+st.set_page_config(page_title="effattn: effective vs standard attention", page_icon=":material/grid_on:",
+                   layout="wide")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/patterns.py", title="Patterns", icon=":material/view_quilt:"),
+    st.Page("pages/token_types.py", title="Token types", icon=":material/label:"),
+    st.Page("pages/special_tokens.py", title="Special tokens", icon=":material/flag:"),
+    st.Page("pages/finetuning.py", title="Finetuning", icon=":material/tune:"),
+    st.Page("pages/explorer.py", title="Example explorer", icon=":material/search:"),
+    st.Page("pages/cost.py", title="Cost", icon=":material/timer:"),
+]
+
+HOW_TO_PRECOMPUTE = """
+Make a run folder first (fine-tune, extract, analyse), e.g. on the GLUE TSVs:
+
+```bash
+python -m precompute --tasks rte,mrpc,qnli,sst2,stsb --glue-dir ../shared/glue --out data/minilm
+```
+
+`python -m precompute --help` explains every option. The dashboard reads every folder under
+`data/` that has a `manifest.json`, or the folder or URL in the environment variable
+`EFFATTN_DATA`. Then reload this page.
+"""
+
+
+def main() -> None:
+    page = st.navigation(PAGES, position="sidebar", expanded=True)
+    try:
+        st.session_state["_selection"] = sidebar.render()
+        page.run()
+    except NoCachesError as error:
+        st.title("No cached results yet")
+        st.warning(f"{error}.")
+        st.markdown(HOW_TO_PRECOMPUTE)
+    except DashboardError as error:
+        st.error(str(error), icon=":material/error:")
+    except Exception as error:  # last resort: one line, never a traceback in the page
+        logging.getLogger("effattn.dashboard").exception("page %s failed", page.title)
+        st.error(f"This page failed ({type(error).__name__}: {error}). The server log has the details; "
+                 "please report it with the URL of this view.", icon=":material/error:")
+
+
+main()

@@ -1,0 +1,118 @@
+"""Plotly figure builders and ``show``: every chart with hover values, a CSV of its table and
+an image of the figure (the modebar camera button, in the sidebar's PNG/SVG format).
+
+Colour policy, everywhere: standard attention is a probability, drawn on a sequential scale
+from 0; effective attention, the null component and differences can be negative, drawn on a
+diverging scale centred at 0 (white = 0) with a symmetric range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+from plotly.subplots import make_subplots
+
+SEQUENTIAL = "Greens"  # standard attention (the paper's green)
+DIVERGING = "RdBu_r"  # effective / null / differences: red positive, blue negative, white 0
+KIND_COLORS = {"standard": "#2e8b57", "effective": "#1f5fbf"}  # bars and lines per kind
+PATTERN_COLORS = {"vertical": "#d62728", "diagonal": "#2ca02c", "vertical+diagonal": "#ff7f0e",
+                  "block": "#1f77b4", "heterogeneous": "#9467bd"}
+
+
+@dataclass
+class Panel:
+    """One heatmap of a multi-panel figure: z[row][col] over y (rows) and x (columns)."""
+
+    title: str
+    z: list[list[float | None]]
+    x: Sequence
+    y: Sequence
+    diverging: bool = False
+    text: list[list[str]] | None = None  # optional per-cell hover text
+    zrange: tuple[float, float] | None = None  # fixed colour range; default from the data
+    hover: dict = field(default_factory=lambda: {"x": "head", "y": "layer", "z": "value"})
+
+
+def _range(panel: Panel) -> tuple[float, float]:
+    if panel.zrange is not None:
+        return panel.zrange
+    values = [v for row in panel.z for v in row if v is not None]
+    if not values:
+        return (0.0, 1.0)
+    if panel.diverging:
+        bound = max(abs(min(values)), abs(max(values))) or 1.0
+        return (-bound, bound)
+    return (min(0.0, min(values)), max(values) or 1.0)
+
+
+def heatmaps(panels: list[Panel], *, height: int | None = None, reverse_y: bool = True,
+             x_title: str = "head", y_title: str = "layer", cols: int | None = None) -> go.Figure:
+    """Side-by-side heatmaps, each with its own colour bar."""
+    cols = cols or len(panels)
+    rows = -(-len(panels) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title for p in panels],
+                        horizontal_spacing=0.12 if cols > 1 else 0.02, vertical_spacing=0.12)
+    for i, panel in enumerate(panels):
+        row, col = divmod(i, cols)
+        zmin, zmax = _range(panel)
+        labels = panel.hover
+        template = f"{labels['y']} %{{y}}<br>{labels['x']} %{{x}}<br>{labels['z']} %{{z:.4f}}"
+        if panel.text is not None:
+            template += "<br>%{text}"
+        xaxis = fig.get_subplot(row + 1, col + 1).xaxis
+        domain = xaxis.domain if xaxis.domain else (0, 1)
+        fig.add_trace(go.Heatmap(
+            z=panel.z, x=list(panel.x), y=list(panel.y), text=panel.text, zmin=zmin, zmax=zmax,
+            colorscale=DIVERGING if panel.diverging else SEQUENTIAL, zmid=0 if panel.diverging else None,
+            hovertemplate=template + "<extra></extra>", name=panel.title,
+            colorbar={"x": domain[1] + 0.005, "len": 1 / rows, "y": 1 - (row + 0.5) / rows, "thickness": 12},
+        ), row=row + 1, col=col + 1)
+        fig.update_xaxes(title_text=x_title, row=row + 1, col=col + 1, type="category")
+        fig.update_yaxes(title_text=y_title, row=row + 1, col=col + 1, type="category",
+                         autorange="reversed" if reverse_y else True)
+    fig.update_layout(height=height or 120 + 260 * rows, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    return fig
+
+
+def matrix(frame: pl.DataFrame, value: str, *, rows: str = "layer", cols: str = "head",
+           row_values: Sequence | None = None, col_values: Sequence | None = None) -> tuple[list, list, list[list]]:
+    """(row labels, column labels, z) of ``value`` from a long frame; None where missing."""
+    row_values = list(row_values if row_values is not None else sorted(frame[rows].unique().to_list()))
+    col_values = list(col_values if col_values is not None else sorted(frame[cols].unique().to_list()))
+    lookup = {(r, c): v for r, c, v in frame.select(rows, cols, value).iter_rows()}
+    z = [[lookup.get((r, c)) for c in col_values] for r in row_values]
+    return row_values, col_values, z
+
+
+def bars(frame: pl.DataFrame, *, x: str, y: str, color: str, colors: dict | None = None,
+         error: str | None = None, barmode: str = "group", y_title: str | None = None,
+         height: int = 380, hover_format: str = ".3f") -> go.Figure:
+    """Grouped bars of ``y`` over ``x``, one colour per ``color`` value."""
+    fig = go.Figure()
+    for group in frame[color].unique(maintain_order=True).to_list():
+        part = frame.filter(pl.col(color) == group)
+        fig.add_trace(go.Bar(
+            x=part[x].to_list(), y=part[y].to_list(), name=str(group),
+            marker_color=(colors or {}).get(group),
+            error_y={"type": "data", "array": part[error].to_list()} if error else None,
+            hovertemplate=f"{x} %{{x}}<br>{color} {group}<br>{y} %{{y:{hover_format}}}<extra></extra>",
+        ))
+    fig.update_layout(barmode=barmode, height=height, yaxis_title=y_title or y, xaxis_title=x,
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend_title_text=color)
+    return fig
+
+
+def show(fig: go.Figure, table: pl.DataFrame, name: str, *, key: str | None = None,
+         on_select=None, selection_mode=("points",)):
+    """Render ``fig`` with an image button (PNG/SVG) and a CSV download of ``table``."""
+    fmt = st.session_state.get("image_format") or "svg"
+    config = {"displaylogo": False, "toImageButtonOptions": {"format": fmt, "filename": name, "scale": 2}}
+    kwargs = {"on_select": on_select, "selection_mode": selection_mode} if on_select else {}
+    event = st.plotly_chart(fig, config=config, key=key or f"chart-{name}", **kwargs)
+    st.download_button(f"CSV: {name}", data=table.write_csv(), file_name=f"{name}.csv", mime="text/csv",
+                       key=f"csv-{name}", on_click="ignore", icon=":material/download:")
+    return event

@@ -1,0 +1,77 @@
+"""The shared sidebar: run, tasks, layers, heads, attention kinds, and the figure image format.
+
+app.py renders it on every run, before the page, so the widgets (and their values) live across
+page switches. Each widget is bound to a URL query parameter (``bind="query-params"``, keyed by
+its widget key), so a link reproduces the view: ``?run=minilm&task=rte&layer=5&kind=effective``.
+A value equal to the default (everything selected) is left out of the URL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from dashboard import paper
+from dashboard.data import Run, data_location, discover_runs, load_run
+from precompute.schema import KINDS
+
+IMAGE_FORMATS = ("svg", "png")  # what the modebar camera button saves
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar selects; tuples so they can key st.cache_data."""
+
+    run: Run
+    tasks: tuple[str, ...]
+    layers: tuple[int, ...]
+    heads: tuple[int, ...]
+    kinds: tuple[str, ...]
+
+    def missing(self, *parts: str) -> list[str]:
+        """Names of the given parts (tasks, layers, heads, kinds) that are empty."""
+        return [part for part in parts if not getattr(self, part)]
+
+
+def _sorted_pick(options: list, picked: list) -> tuple:
+    return tuple(option for option in options if option in picked)
+
+
+def render() -> Selection:
+    """Draw the sidebar and return the selection (raises DashboardError / NoCachesError)."""
+    sidebar = st.sidebar
+    runs = discover_runs()
+    names = list(runs)
+    name = sidebar.selectbox("Run", names, key="run", bind="query-params",
+                             help=f"Run folders found under {data_location()}")
+    run = load_run(name, runs[name])
+    tasks = list(run.tasks)
+    picked_tasks = sidebar.multiselect("Tasks", tasks, default=tasks, key="task", bind="query-params",
+                                       format_func=paper.task_label)
+    layers, heads = list(range(run.n_layers)), list(range(run.n_heads))
+    picked_layers = sidebar.pills("Layers", layers, selection_mode="multi", default=layers,
+                                  key="layer", bind="query-params")
+    picked_heads = sidebar.pills("Heads", heads, selection_mode="multi", default=heads,
+                                 key="head", bind="query-params")
+    picked_kinds = sidebar.pills("Attention kinds", list(KINDS), selection_mode="multi", default=list(KINDS),
+                                 key="kind", bind="query-params")
+    sidebar.segmented_control("Figure download format", IMAGE_FORMATS, default="svg", required=True,
+                              key="image_format", format_func=str.upper,
+                              help="Format of the camera button in each chart's toolbar")
+    sidebar.caption(f"Data: `{data_location()}`")
+    return Selection(run, _sorted_pick(tasks, picked_tasks), _sorted_pick(layers, picked_layers),
+                     _sorted_pick(heads, picked_heads), _sorted_pick(list(KINDS), picked_kinds))
+
+
+def current() -> Selection:
+    """The selection app.py stored for this run of the page."""
+    return st.session_state["_selection"]
+
+
+def require(selection: Selection, *parts: str) -> None:
+    """Stop the page with a hint when any of ``parts`` is empty."""
+    empty = selection.missing(*parts)
+    if empty:
+        st.info(f"Select at least one of: {', '.join(empty)} in the sidebar to see this page.")
+        st.stop()

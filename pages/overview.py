@@ -1,0 +1,72 @@
+"""Overview: what was run, dev metrics with standard vs effective attention, the findings."""
+
+import polars as pl
+import streamlit as st
+
+from dashboard import charts, data, paper, sidebar
+from dashboard.charts import KIND_COLORS
+from dashboard.findings import findings
+from precompute.schema import TASKS
+
+selection = sidebar.current()
+run, manifest = selection.run, selection.run.manifest
+
+st.title("Effective vs standard attention")
+st.caption("Does the part of attention that reaches the output (effective attention) tell a different story "
+           "than the attention weights? A replication of Sun & Marasović (2021) on cached runs.")
+
+cols = st.columns(5)
+cols[0].metric("Model", str(manifest.get("model", "?")))
+cols[1].metric("Layers × heads", f"{run.n_layers} × {run.n_heads}")
+cols[2].metric("d_head", str(run.d_head or "?"))
+cols[3].metric("Tasks", str(len(run.tasks)))
+cols[4].metric("Device", str(manifest.get("device", "?")))
+
+sidebar.require(selection, "tasks")
+tasks = selection.tasks
+
+st.subheader("Findings: the paper's claims on this run")
+with st.spinner("Reading analysis tables…"):
+    table = findings(run, tasks)
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"claim": st.column_config.TextColumn(width="large"),
+                            "ours": st.column_config.TextColumn(width="large")})
+st.caption(f"Paper: {paper.PAPER_MODEL}. Ours: {manifest.get('model', '?')}, tasks {', '.join(map(paper.task_label, tasks))}.")
+
+st.subheader("Dev metrics: standard vs effective attention")
+metrics = data.read(run, "metrics", tasks=tasks)
+quality = metrics.filter(~pl.col("metric").is_in(["eval_seconds", "examples_per_second"]))
+if quality.is_empty():
+    st.info("No dev metrics in this run yet (the evaluate stage writes them).")
+else:
+    headline = pl.DataFrame([{"task": t, "metric": TASKS[t].metrics[0] if t in TASKS else ""} for t in tasks])
+    shown = (quality.join(headline, on=["task", "metric"], how="semi")
+             .with_columns(pl.col("task").replace_strict(paper.TASK_LABELS, default=pl.col("task")).alias("task_label"))
+             .sort("task", "kind"))
+    fig = charts.bars(shown, x="task_label", y="value", color="kind", colors=KIND_COLORS, y_title="headline metric")
+    fig.update_traces(customdata=shown["metric"].to_list(), hovertemplate="%{x} %{customdata}: %{y:.4f}<extra></extra>")
+    charts.show(fig, shown.drop("task_label"), "dev_metrics")
+    wide = (quality.pivot(on="kind", index=["task", "metric"], values="value")
+            .with_columns((pl.col("effective") - pl.col("standard")).alias("effective − standard")
+                          if {"standard", "effective"} <= set(quality["kind"]) else pl.lit(None).alias("effective − standard")))
+    st.dataframe(wide, hide_index=True, width="stretch")
+
+st.subheader("What was run")
+summary = data.read(run, "task_summary", tasks=tasks)
+counts = manifest.get("row_counts", {})
+stage_seconds = manifest.get("stage_seconds", {})
+rows = []
+for task in tasks:
+    row = {"task": paper.task_label(task), **{f"{k} rows": v for k, v in counts.get(task, {}).items()}}
+    row.update({f"{k} s": v for k, v in stage_seconds.get(task, {}).items()})
+    rows.append(row)
+st.dataframe(pl.DataFrame(rows) if rows else pl.DataFrame(), hide_index=True, width="stretch")
+if not summary.is_empty():
+    st.dataframe(summary, hide_index=True, width="stretch",
+                 column_config={"share_le_d_head": st.column_config.NumberColumn("share n ≤ d_head", format="percent"),
+                                "prediction_agreement": st.column_config.NumberColumn(format="percent")})
+if manifest.get("carve_outs"):
+    st.caption("Training splits carved from dev: " + "; ".join(
+        f"{paper.task_label(t)}: {c.get('train_rows')} train / {c.get('eval_rows')} eval rows" for t, c in manifest["carve_outs"].items()))
+with st.expander("Full manifest"):
+    st.json(manifest, expanded=False)

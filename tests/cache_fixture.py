@@ -1,0 +1,189 @@
+"""Small synthetic but schema-valid run folders for the dashboard tests.
+
+Everything goes through ``precompute.store.RunFolder.write_part`` (schema-validated, atomic),
+so a schema change breaks these fixtures the same way it breaks real caches. The numbers are
+random but shaped like the real thing: standard maps are row-stochastic, effective maps are the
+standard maps minus their projection onto the left null space of a random value matrix (so they
+equal the standard maps when seq_len <= d_head), and the analysis tables are aggregated from the
+per-head rows exactly as stage 3 would.
+
+Use ``write_run(root)``; torch-free (numpy + polars only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from precompute.schema import HEAD_MEASURES, KINDS, PATTERNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from precompute.store import RunFolder, Shard
+
+N_LAYERS, N_HEADS, D_HEAD = 6, 4, 8  # tiny model: 6 layers x 4 heads, d_head 8
+TASKS = ("rte", "sst2")  # one two-sentence task, one single-sentence task
+SEQ_LENS = (6, 12, 10, 7, 14, 9)  # examples 0..5; example 0 has n <= d_head (effective == standard)
+MAP_SAMPLE = (0, 1)  # examples whose full maps are stored
+WORDS = ("the", "new", "drug", "works", "against", "bacteria", "it", "is", "good", ".", "a", "film")
+POS = {"the": "DET", "new": "ADJ", "drug": "NOUN", "works": "VERB", "against": "ADP", "bacteria": "NOUN",
+       "it": "PRON", "is": "AUX", "good": "ADJ", ".": "PUNCT", "a": "DET", "film": "NOUN"}
+
+
+def _tokens(task: str, n: int) -> tuple[list[str], list[str], list[int]]:
+    """Wordpieces (with [CLS]/[SEP]), their POS and segment ids for an n-token input."""
+    two = task != "sst2"
+    body = n - (3 if two else 2)
+    words = [WORDS[i % len(WORDS)] for i in range(body)]
+    if two:
+        half = body // 2
+        tokens = ["[CLS]", *words[:half], "[SEP]", *words[half:], "[SEP]"]
+        segments = [0] * (half + 2) + [1] * (body - half + 1)
+    else:
+        tokens = ["[CLS]", *words, "[SEP]"]
+        segments = [0] * n
+    pos = [POS.get(token, "") for token in tokens]
+    return tokens, pos, segments
+
+
+def _maps(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(attn, attn_eff, rank) of one head: attn (query, key) softmax rows; attn_eff its effective part."""
+    logits = rng.normal(size=(n, n)) * 2
+    logits[:, 0] += 2  # some weight on [CLS] like real heads
+    attn = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    values = rng.normal(size=(n, D_HEAD))  # (key, d_head)
+    u, s, _ = np.linalg.svd(values, full_matrices=True)
+    rank = int((s > 1e-8).sum())
+    null_basis = u[:, rank:]  # (key, nullity): left null space of values
+    attn_eff = attn - attn @ null_basis @ null_basis.T
+    return attn, attn_eff, rank
+
+
+def _examples(task: str) -> pl.DataFrame:
+    rows = []
+    for example_id, n in enumerate(SEQ_LENS):
+        sampled = example_id in MAP_SAMPLE
+        tokens, pos, segments = _tokens(task, n)
+        rows.append({
+            "task": task, "example_id": example_id, "label": float(example_id % 2),
+            "prediction": float(example_id % 2), "prediction_effective": float((example_id // 2) % 2),
+            "seq_len": n, "n_segments": 1 if task == "sst2" else 2, "in_map_sample": sampled,
+            "text_a": " ".join(t for t, s in zip(tokens[1:], segments[1:]) if s == 0 and t != "[SEP]") if sampled else None,
+            "text_b": (" ".join(t for t, s in zip(tokens, segments) if s == 1 and t != "[SEP]") or None) if sampled else None,
+            "tokens": tokens if sampled else None, "token_pos": pos if sampled else None,
+            "segment_ids": segments if sampled else None,
+        })
+    return pl.DataFrame(rows)
+
+
+def _measures_and_maps(task: str, rng: np.random.Generator, classified: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+    measure_rows, map_rows = [], []
+    for example_id, n in enumerate(SEQ_LENS):
+        for layer in range(N_LAYERS):
+            for head in range(N_HEADS):
+                attn, attn_eff, rank = _maps(rng, n)
+                null_norm = float(np.linalg.norm(attn - attn_eff))
+                for kind, weights in zip(KINDS, (attn, attn_eff)):
+                    row = {"task": task, "example_id": example_id, "layer": layer, "head": head, "kind": kind,
+                           "seq_len": n, "rank": rank, "nullity": n - rank,
+                           "cls_weight": float(weights[:, 0].mean()), "sep_weight": float(weights[:, -1].mean()),
+                           "null_norm": null_norm,
+                           "pretrained_cosine": float(1 - 0.05 * layer * rng.random() - (0.1 if kind == "effective" else 0)),
+                           "entropy": float(rng.random() * 2)}
+                    for name in ("noun", "pron", "verb", "sep", "cls", "punct"):
+                        row[f"cls_row_{name}"] = None if (name == "pron" and example_id % 3 == 0) else float(weights[0, :].max() * rng.random())
+                    if classified:
+                        row["pattern"] = PATTERNS[(layer + head + example_id + (kind == "effective")) % len(PATTERNS)]
+                        row["pattern_score"] = float(rng.random())
+                    measure_rows.append(row)
+                    if example_id in MAP_SAMPLE:
+                        map_rows.append({"task": task, "example_id": example_id, "layer": layer, "head": head,
+                                         "kind": kind, "seq_len": n, "weights": weights.astype(np.float32).ravel().tolist()})
+    return pl.DataFrame(measure_rows), pl.DataFrame(map_rows)
+
+
+def _head_summary(measures: pl.DataFrame) -> pl.DataFrame:
+    long = measures.unpivot(index=["task", "layer", "head", "kind"], on=list(HEAD_MEASURES),
+                            variable_name="measure", value_name="x").drop_nulls("x")
+    return long.group_by(["task", "layer", "head", "kind", "measure"]).agg(
+        mean=pl.col("x").mean(), std=pl.col("x").std(), q25=pl.col("x").quantile(0.25),
+        q50=pl.col("x").median(), q75=pl.col("x").quantile(0.75), n=pl.len())
+
+
+def _pattern_tables(measures: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    counts = measures.group_by(["task", "kind", "pattern"]).agg(n=pl.len())
+    shares = counts.with_columns(n_maps=pl.col("n").sum().over(["task", "kind"])).with_columns(
+        share=pl.col("n") / pl.col("n_maps")).drop("n")
+    per_head = measures.group_by(["task", "layer", "head", "kind", "pattern"]).agg(n=pl.len())
+    grid = (per_head.with_columns(dominant_share=pl.col("n") / pl.col("n").sum().over(["task", "layer", "head", "kind"]))
+            .sort(["n", "pattern"], descending=[True, False])
+            .group_by(["task", "layer", "head", "kind"], maintain_order=True).first()
+            .rename({"pattern": "dominant_pattern"}).drop("n"))
+    return shares, grid
+
+
+def _metrics(task: str) -> pl.DataFrame:
+    rows = []
+    for kind, quality, seconds in (("standard", 0.8, 10.0), ("effective", 0.7, 21.0)):
+        for metric, value in (("accuracy", quality), ("f1", quality - 0.05), ("eval_seconds", seconds),
+                              ("examples_per_second", len(SEQ_LENS) / seconds)):
+            rows.append({"task": task, "kind": kind, "metric": metric, "value": value, "n_examples": len(SEQ_LENS)})
+    return pl.DataFrame(rows)
+
+
+def write_run(root: str | Path, *, classified: bool = True, seed: int = 0, with_classifier_eval: bool = True) -> Path:
+    """Write a complete synthetic run folder at ``root``; return its path.
+
+    ``classified=False`` leaves the pattern columns null and writes no pattern tables (the state
+    before issue 4's classifier has run).
+    """
+    rng = np.random.default_rng(seed)
+    run = RunFolder(root)
+    shard = Shard(0, 1)
+    for task in TASKS:
+        examples = _examples(task)
+        measures, maps = _measures_and_maps(task, rng, classified)
+        run.write_part("examples", task, examples, shard=shard, chunk=0)
+        half = measures.height // 2  # two chunks, like a resumed extraction
+        run.write_part("head_measures", task, measures[:half], shard=shard, chunk=0)
+        run.write_part("head_measures", task, measures[half:], shard=shard, chunk=1)
+        run.write_part("maps", task, maps, shard=shard, chunk=0)
+        run.write_part("metrics", task, _metrics(task), shard=shard, chunk=0)
+        run.write_part("head_summary", task, _head_summary(measures), shard=shard, chunk=0)
+        le = sum(n <= D_HEAD for n in SEQ_LENS) / len(SEQ_LENS)
+        run.write_part("task_summary", task, pl.DataFrame([{
+            "task": task, "n_eval": len(SEQ_LENS), "d_head": D_HEAD, "share_le_d_head": le,
+            "mean_seq_len": float(np.mean(SEQ_LENS)), "prediction_agreement": 0.5}]), shard=shard, chunk=0)
+        if classified:
+            shares, grid = _pattern_tables(measures)
+            run.write_part("pattern_shares", task, shares, shard=shard, chunk=0)
+            run.write_part("pattern_grid", task, grid, shard=shard, chunk=0)
+        run.mark_stage_done("analyse", task, shard, seconds=1.5)
+    if classified and with_classifier_eval:
+        _write_classifier_eval(Path(root))
+    run.update_manifest({
+        "created": "2025-01-01T00:00:00", "model": "fixture-minilm", "model_path": "/nowhere",
+        "tasks": list(TASKS), "data_source": "glue-dir:/fixture", "device": "cpu",
+        "d_head": D_HEAD, "n_layers": N_LAYERS, "n_heads": N_HEADS, "seeds": [0],
+        "row_counts": {task: {"train": 100, "dev": len(SEQ_LENS), "eval": len(SEQ_LENS), "map_examples": len(MAP_SAMPLE)} for task in TASKS},
+        "versions": {"python": "3.11", "torch": "none"},
+        "metrics": {task: {"standard": {"accuracy": 0.8}, "effective": {"accuracy": 0.7}} for task in TASKS},
+        "config": {"max_length": 128, "epochs": 3},
+    })
+    return Path(root)
+
+
+def _write_classifier_eval(root: Path) -> None:
+    """The classifier's held-out scores. Not in precompute.schema.TABLES yet, so written directly."""
+    frame = pl.DataFrame({"pattern": [*PATTERNS, "macro"], "f1": [0.9, 0.8, 0.7, 0.85, 0.75, 0.8],
+                          "support": [10, 10, 10, 10, 10, 50]})
+    path = root / "classifier_eval" / "part-00000-of-00001-00000.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION)})
+
+
+def write_data_root(root: str | Path) -> Path:
+    """A data folder with two runs (one classified, one not yet) like ``data/``."""
+    root = Path(root)
+    write_run(root / "minilm", classified=True, seed=0)
+    write_run(root / "unclassified", classified=False, seed=1)
+    return root
