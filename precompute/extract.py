@@ -176,11 +176,11 @@ def _extract_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> dic
         measure_frames.append(_measure_rows(capture, maps, reference, batch))
         map_frames.append(_map_rows(capture.layer, maps, batch))
 
-    output = effattn.capture_attention(models.finetuned, inputs, on_layer=on_layer)
+    captured = effattn.capture_attention(models.finetuned, inputs, on_layer=on_layer)
     with torch.no_grad(), effattn.effective_attention_substituted(models.finetuned):
         logits_effective = models.finetuned(**inputs).logits
     return {
-        "examples": _example_rows(models, rows, batch, output.logits, logits_effective),
+        "examples": _example_rows(models, rows, batch, captured.output.logits, logits_effective),
         "head_measures": pl.concat(measure_frames),
         "maps": pl.concat(map_frames) if any(frame is not None for frame in map_frames) else None,
     }
