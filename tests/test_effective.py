@@ -1,0 +1,168 @@
+import numpy as np
+import pytest
+import torch
+
+from effattn import (InputShapeError, NotAProbabilityError, decompose_attention,
+                     effective_attention)
+from tests.reference import reference_effective_attention
+
+D_HEAD = 32
+
+
+def random_attention(*shape, generator, dtype=torch.float64, sharpness=3.0):
+    scores = torch.randn(*shape, generator=generator, dtype=dtype) * sharpness
+    return torch.softmax(scores, dim=-1)
+
+
+def padded_batch(lengths, heads=3, n=48, d_head=D_HEAD, dtype=torch.float64, seed=0):
+    """Attention and values as a model produces them for right-padded examples."""
+    generator = torch.Generator().manual_seed(seed)
+    mask = (torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]).long()
+    scores = torch.randn(len(lengths), heads, n, n, generator=generator, dtype=dtype) * 3
+    scores = scores.masked_fill(mask[:, None, None, :] == 0, float("-inf"))
+    attn = torch.softmax(scores, dim=-1)
+    # pad rows of V are not zero in a real model: give them large values to catch leaks
+    values = torch.randn(len(lengths), heads, n, d_head, generator=generator, dtype=dtype)
+    return attn, values, mask
+
+
+def values_with_condition(n, d_head, condition, generator, dtype):
+    left, _ = torch.linalg.qr(torch.randn(n, min(n, d_head), generator=generator, dtype=torch.float64))
+    right, _ = torch.linalg.qr(torch.randn(d_head, min(n, d_head), generator=generator, dtype=torch.float64))
+    singular = torch.logspace(0, -np.log10(condition), min(n, d_head), dtype=torch.float64)
+    return ((left * singular) @ right.T).to(dtype)
+
+
+def assert_matches_reference(attn, values, mask, tolerance, input_eps):
+    attn_eff = effective_attention(attn, values, mask)
+    for example in range(attn.shape[0]):
+        n_real = int(mask[example].sum())
+        for head in range(attn.shape[1]):
+            expected, _ = reference_effective_attention(
+                attn[example, head].double().numpy(), values[example, head].double().numpy(),
+                n_real, input_eps)
+            error = np.abs(attn_eff[example, head].double().numpy() - expected).max()
+            assert error <= tolerance, (example, head, error)
+
+
+def test_effective_times_values_equals_attention_times_values():
+    attn, values, mask = padded_batch([48, 40, 33, 20])
+    parts = decompose_attention(attn, values, mask)
+    real = mask[:, None, :, None].double()
+    assert torch.allclose(parts.attn_eff @ values, (attn * real) @ values, atol=1e-12)
+
+
+def test_effective_plus_null_equals_attention_on_real_block():
+    attn, values, mask = padded_batch([48, 35])
+    parts = decompose_attention(attn, values, mask)
+    block = (mask[:, None, :, None] * mask[:, None, None, :]).double()
+    assert torch.allclose(parts.attn_eff + parts.attn_null, attn * block, atol=1e-14)
+
+
+def test_null_component_is_cancelled_by_values():
+    attn, values, mask = padded_batch([48, 41])
+    parts = decompose_attention(attn, values, mask)
+    assert (parts.attn_null @ values).abs().max() < 1e-12
+    assert parts.attn_null.abs().max() > 1e-3  # n > d_head: a real, non-trivial null part
+
+
+def test_effective_equals_standard_when_n_le_d_head():
+    attn, values, mask = padded_batch([32, 20, 5], dtype=torch.float32)
+    parts = decompose_attention(attn, values, mask)
+    block = (mask[:, None, :, None] * mask[:, None, None, :]).float()
+    assert torch.equal(parts.attn_eff, attn * block)
+    assert torch.equal(parts.nullity, torch.zeros_like(parts.nullity))
+
+
+def test_padded_positions_are_zero():
+    attn, values, mask = padded_batch([48, 30])
+    attn_eff = effective_attention(attn, values, mask)
+    assert attn_eff[1, :, 30:, :].abs().max() == 0
+    assert attn_eff[1, :, :, 30:].abs().max() == 0
+
+
+def test_padded_example_equals_the_example_alone():
+    attn, values, mask = padded_batch([48, 37, 45])
+    batched = effective_attention(attn, values, mask)
+    alone = effective_attention(attn[1:2, :, :37, :37], values[1:2, :, :37])
+    assert torch.allclose(batched[1:2, :, :37, :37], alone, atol=1e-13)
+
+
+def test_matches_float64_reference_on_padded_mixed_lengths_float64():
+    attn, values, mask = padded_batch([48, 47, 40, 33, 32, 31, 12, 2], heads=4)
+    assert_matches_reference(attn, values, mask, 1e-8, np.finfo(np.float64).eps)
+
+
+def test_matches_float64_reference_on_padded_mixed_lengths_float32():
+    attn, values, mask = padded_batch([48, 40, 33, 32, 20], dtype=torch.float32, heads=4)
+    assert_matches_reference(attn, values, mask, 2e-4, np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize("n", [30, 32, 33, 34, 40])
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-8), (torch.float32, 2e-4)])
+def test_matches_reference_when_n_near_d_head_and_badly_conditioned(n, dtype, tolerance):
+    generator = torch.Generator().manual_seed(n)
+    values = torch.stack([values_with_condition(n, D_HEAD, 1e3, generator, dtype) for _ in range(3)])
+    attn = random_attention(3, n, n, generator=generator, dtype=dtype)
+    mask = torch.ones(1, n, dtype=torch.long)
+    assert_matches_reference(attn[None], values[None], mask, tolerance, torch.finfo(dtype).eps)
+
+
+def test_rank_deficient_values_from_repeated_tokens():
+    generator = torch.Generator().manual_seed(3)
+    distinct = torch.randn(2, 10, D_HEAD, generator=generator, dtype=torch.float64)
+    values = distinct[:, torch.arange(40) % 10]      # 40 tokens, only 10 distinct value rows
+    attn = random_attention(2, 40, 40, generator=generator)
+    parts = decompose_attention(attn, values)
+    assert parts.rank.tolist() == [10, 10]
+    assert parts.nullity.tolist() == [30, 30]
+    for head in range(2):
+        expected, _ = reference_effective_attention(attn[head].numpy(), values[head].numpy())
+        assert np.abs(parts.attn_eff[head].numpy() - expected).max() < 1e-8
+
+
+def test_duplicated_tokens_in_a_short_sequence_lower_the_rank():
+    generator = torch.Generator().manual_seed(4)
+    values = torch.randn(1, 12, D_HEAD, generator=generator, dtype=torch.float32)
+    values[:, 5] = values[:, 2]                        # n ≤ d_head but a repeated token
+    attn = random_attention(1, 12, 12, generator=generator, dtype=torch.float32)
+    parts = decompose_attention(attn, values)
+    assert parts.rank.item() == 11
+    expected, _ = reference_effective_attention(attn[0].numpy(), values[0].numpy(),
+                                                input_eps=np.finfo(np.float32).eps)
+    assert np.abs(parts.attn_eff[0].numpy() - expected).max() < 2e-4
+    assert not torch.allclose(parts.attn_eff, attn)
+
+
+def test_nonprefix_mask_matches_the_example_alone():
+    attn, values, _ = padded_batch([48], heads=2)
+    mask = torch.ones(1, 48, dtype=torch.long)
+    mask[0, :6] = 0                                     # left padding
+    real = torch.arange(6, 48)
+    scores = torch.randn(1, 2, 48, 48, dtype=torch.float64).masked_fill(mask[:, None, None] == 0, -torch.inf)
+    attn = torch.softmax(scores, -1)
+    batched = effective_attention(attn, values, mask)
+    alone = effective_attention(attn[0][:, real][:, :, real], values[0][:, real])
+    assert torch.allclose(batched[0][:, real][:, :, real], alone, atol=1e-13)
+
+
+def test_shape_mismatch_raises_a_clear_error():
+    attn, values, mask = padded_batch([48])
+    with pytest.raises(InputShapeError, match="values must be"):
+        effective_attention(attn, values[..., :40, :], mask)
+    with pytest.raises(InputShapeError, match="attention_mask must be"):
+        effective_attention(attn, values, mask[:, :10])
+    with pytest.raises(InputShapeError, match="query == key"):
+        effective_attention(attn[..., :10], values, mask)
+
+
+def test_rows_not_summing_to_one_raise_a_clear_error():
+    attn, values, mask = padded_batch([48])
+    with pytest.raises(NotAProbabilityError, match="sum to 1"):
+        effective_attention(attn * 2, values, mask)
+
+
+def test_mixed_dtypes_raise_a_clear_error():
+    attn, values, mask = padded_batch([48])
+    with pytest.raises(InputShapeError, match="one dtype"):
+        effective_attention(attn.float(), values, mask)
