@@ -1,0 +1,43 @@
+"""Full attention maps of the explorer sample: load, reshape, label tokens.
+
+``maps.weights`` is a row-major (query, key) list of seq_len² floats per example × layer ×
+head × kind; the null component is standard − effective (not stored).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from dashboard import data
+from dashboard.data import Run
+
+
+def sample_examples(run: Run, task: str) -> pl.DataFrame:
+    """The map sample of ``task``: example_id, seq_len, label, predictions, texts, tokens, segments."""
+    frame = data.read(run, "examples", tasks=(task,), in_map_sample=True,
+                      columns=("example_id", "seq_len", "label", "prediction", "prediction_effective",
+                               "text_a", "text_b", "tokens", "token_pos", "segment_ids"))
+    return frame.sort("example_id")
+
+
+def load_maps(run: Run, task: str, example_ids: tuple[int, ...], layers: tuple[int, ...], heads: tuple[int, ...],
+              kinds: tuple[str, ...]) -> dict[tuple[int, int, int, str], np.ndarray]:
+    """{(example_id, layer, head, kind): (query, key) array} for every stored combination asked for."""
+    frame = data.read(run, "maps", tasks=(task,), example_id=example_ids, layer=layers, head=heads, kind=kinds,
+                      columns=("example_id", "layer", "head", "kind", "seq_len", "weights"))
+    out = {}
+    for example_id, layer, head, kind, n, weights in frame.iter_rows():
+        out[(example_id, layer, head, kind)] = np.asarray(weights, dtype=np.float32).reshape(n, n)  # (query, key)
+    return out
+
+
+def token_labels(tokens: list[str] | None, n: int, segments: list[int] | None = None) -> list[str]:
+    """Unique axis labels: ``"i tok"``; tokens of the second sentence get a ``B:`` marker."""
+    tokens = list(tokens) if tokens is not None else [str(i) for i in range(n)]
+    segments = list(segments) if segments is not None else [0] * n
+    labels = []
+    for i, token in enumerate(tokens[:n]):
+        mark = "B:" if i < len(segments) and segments[i] == 1 and token != "[SEP]" else ""
+        labels.append(f"{i} {mark}{token}")
+    return labels

@@ -1,0 +1,80 @@
+"""Example explorer (Figs. 2, 7): one example, one head: standard, effective and null component."""
+
+import numpy as np
+import polars as pl
+import streamlit as st
+
+from dashboard import charts, data, maps, paper, sidebar
+from dashboard.charts import Panel
+
+selection = sidebar.current()
+run = selection.run
+st.title("Example explorer")
+st.caption("Standard attention A, effective attention A_eff (the part of A that reaches the output, A_eff·V = A·V) "
+           "and the null component A − A_eff (in the left null space of V: it changes nothing).")
+sidebar.require(selection, "tasks", "layers", "heads")
+
+task = st.pills("Task", selection.tasks, default=selection.tasks[0], required=True, key="ex_task",
+                bind="query-params", format_func=paper.task_label)
+sample = maps.sample_examples(run, task)
+if sample.is_empty():
+    st.info(f"No stored maps for {paper.task_label(task)}: the extract stage stores full maps for a small sample.")
+    st.stop()
+texts = {row["example_id"]: row for row in sample.iter_rows(named=True)}
+
+
+def _describe(example_id: int) -> str:
+    row = texts[example_id]
+    snippet = " / ".join(t for t in (row["text_a"], row["text_b"]) if t) or "(no text)"
+    return f"#{example_id} · n={row['seq_len']} · {snippet[:70]}"
+
+
+c1, c2, c3 = st.columns([4, 1, 1])
+example_id = c1.selectbox("Example", list(texts), key="ex_example", bind="query-params", format_func=_describe)
+layer = c2.selectbox("Layer", list(selection.layers), index=len(selection.layers) - 1, key="ex_layer", bind="query-params")
+head = c3.selectbox("Head", list(selection.heads), key="ex_head", bind="query-params")
+row = texts[example_id]
+
+with st.spinner("Loading maps…"):
+    loaded = maps.load_maps(run, task, (example_id,), (layer,), (head,), ("standard", "effective"))
+    measures = data.read(run, "head_measures", tasks=(task,), example_id=example_id, layer=layer, head=head,
+                         kind="standard", columns=("seq_len", "rank", "nullity", "null_norm"))
+attn, attn_eff = loaded.get((example_id, layer, head, "standard")), loaded.get((example_id, layer, head, "effective"))
+if attn is None or attn_eff is None:
+    st.info(f"No stored maps for example {example_id}, layer {layer}, head {head}: pick another example or head.")
+    st.stop()
+attn_null = attn - attn_eff  # (query, key)
+n, d_head = attn.shape[0], run.d_head
+
+st.markdown(f"**A:** {row['text_a'] or ''}" + (f"  \n**B:** {row['text_b']}" if row["text_b"] else ""))
+cols = st.columns(6)
+cols[0].metric("tokens n", n)
+cols[1].metric("d_head", d_head if d_head is not None else "?")
+rank = int(measures["rank"][0]) if not measures.is_empty() else None
+nullity = int(measures["nullity"][0]) if not measures.is_empty() else None
+cols[2].metric("rank of V", rank if rank is not None else "?")
+cols[3].metric("nullity (n − rank)", nullity if nullity is not None else "?")
+cols[4].metric("‖A − A_eff‖", f"{float(np.linalg.norm(attn_null)):.3f}")
+cols[5].metric("label / pred (std, eff)", f"{row['label']:g} / {row['prediction']:g}, {row['prediction_effective']:g}")
+if (d_head is not None and n <= d_head) or nullity == 0:
+    st.info(f"Here n = {n} ≤ d_head = {d_head} (nullity {nullity}): V's left null space is empty, so effective "
+            "attention is identical to standard attention and the null component is zero.")
+
+labels = maps.token_labels(row["tokens"], n, row["segment_ids"])
+hover = {"x": "key", "y": "query", "z": "weight"}
+panels = []
+if "standard" in selection.kinds:
+    panels.append(Panel("standard A", attn.tolist(), labels, labels, hover=hover))
+if "effective" in selection.kinds:
+    panels.append(Panel("effective A_eff", attn_eff.tolist(), labels, labels, diverging=True, hover=hover))
+panels.append(Panel("null A − A_eff", attn_null.tolist(), labels, labels, diverging=True, hover=hover))
+fig = charts.heatmaps(panels, height=min(1000, max(460, 160 + 7 * n)), x_title="key", y_title="query")
+fig.update_xaxes(tickangle=-60, tickfont={"size": 9 if n > 40 else 11})
+fig.update_yaxes(tickfont={"size": 9 if n > 40 else 11})
+grid = pl.DataFrame({
+    "query": np.repeat(np.arange(n), n), "key": np.tile(np.arange(n), n),
+    "query_token": np.repeat(labels, n), "key_token": np.tile(labels, n),
+    "standard": attn.ravel(), "effective": attn_eff.ravel(), "null": attn_null.ravel()})
+charts.show(fig, grid, f"maps_{task}_ex{example_id}_L{layer}_H{head}")
+st.caption("Labels are `position token` (B: marks the second sentence). Effective and null panels use a diverging "
+           "scale centred at 0: red positive, blue negative; effective weights can be negative or above 1.")

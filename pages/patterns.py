@@ -1,0 +1,105 @@
+"""Patterns (Table 2, Fig. 4): class shares standard vs effective, the dominant class per head,
+example maps of a class, and the classifier's measured F1."""
+
+import polars as pl
+import streamlit as st
+
+from dashboard import charts, data, maps, paper, sidebar
+from dashboard.charts import Panel
+from dashboard.pattern_views import SHORT, clicked_cell, grid_figure, table2, table2_figure
+from precompute.schema import KINDS, PATTERNS
+
+selection = sidebar.current()
+run = selection.run
+st.title("Attention patterns")
+st.caption("Each map of each head and example is one of five classes (Kovaleva et al. 2019): vertical (weight on "
+           "[CLS]/[SEP] columns), diagonal, vertical+diagonal, block (within-sentence), heterogeneous.")
+sidebar.require(selection, "tasks", "kinds")
+tasks, kinds = selection.tasks, selection.kinds
+
+with st.spinner("Reading pattern tables…"):
+    shares = data.read(run, "pattern_shares", tasks=tasks, kind=kinds)
+if shares.is_empty():
+    st.info("Patterns are not classified yet in this run (the pattern columns are empty). Run the pattern "
+            "classifier stage of `python -m precompute` (see its `--help`); meanwhile, the paper's Table 2:")
+    st.dataframe(table2(shares, tasks, kinds).filter(pl.col("source") == "paper"), hide_index=True)
+    st.stop()
+
+st.subheader("Table 2: share of each class, ours beside the paper's")
+table = table2(shares, tasks, kinds)
+charts.show(table2_figure(table, kinds), table, "pattern_shares")
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={s: st.column_config.NumberColumn(s, format="%.1f %%") for s in SHORT.values()})
+st.caption("Paper: BERT-base, ~1,000 dev examples per task, Kovaleva et al.'s CNN. Ours: "
+           f"{run.manifest.get('model', '?')}, our classifier (below).")
+
+st.subheader("Classifier accuracy")
+evaluation = data.read(run, "classifier_eval") if data.has_table(run, "classifier_eval") else pl.DataFrame()
+if evaluation.is_empty():
+    st.info("No `classifier_eval` table in this run: the classifier's measured F1 is not available yet.")
+else:
+    macro = None
+    if "macro_f1" in evaluation.columns:
+        macro = evaluation["macro_f1"].drop_nulls().mean()
+    elif {"pattern", "f1"} <= set(evaluation.columns):
+        macro_rows = evaluation.filter(pl.col("pattern").is_in(["macro", "macro avg", "macro_f1"]))
+        macro = (macro_rows if not macro_rows.is_empty() else evaluation)["f1"].mean()
+    if macro is not None:
+        st.metric("Macro-F1 on held-out labels", f"{macro:.3f}", help="Kovaleva et al. report F1 0.86 for their CNN")
+    st.dataframe(evaluation, hide_index=True)
+
+st.subheader("Dominant class per head")
+sidebar.require(selection, "layers", "heads")
+task = st.pills("Task", tasks, default=tasks[0], required=True, key="pt_task", bind="query-params",
+                format_func=paper.task_label)
+grid = data.read(run, "pattern_grid", tasks=(task,), kind=kinds, layer=selection.layers, head=selection.heads)
+
+
+def _on_click() -> None:
+    cell = clicked_cell(st.session_state.get("pt_grid"))
+    if cell:
+        kind, layer, head, pattern = cell
+        st.session_state.update(pt_kind=kind, pt_layer=layer, pt_head=head, pt_class=pattern)
+
+
+if grid.is_empty():
+    st.info(f"No pattern_grid rows for {paper.task_label(task)} in this selection.")
+else:
+    st.caption("Colour = the class most maps of that head fall into; opacity = its share. Click a square to see "
+               "example maps of that class from that head below.")
+    charts.show(grid_figure(grid, kinds, selection.layers, selection.heads), grid, f"pattern_grid_{task}",
+                key="pt_grid", on_select=_on_click)
+
+st.subheader("Example maps of a class")
+c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
+cls = c1.pills("Class", PATTERNS, default="vertical", required=True, key="pt_class", bind="query-params")
+kind = c2.pills("Kind", kinds, default=kinds[0], required=True, key="pt_kind", bind="query-params")
+layer = c3.selectbox("Layer", ["any", *selection.layers], key="pt_layer", bind="query-params", format_func=str)
+head = c4.selectbox("Head", ["any", *selection.heads], key="pt_head", bind="query-params", format_func=str)
+sample = maps.sample_examples(run, task)
+where = {"layer": selection.layers if layer == "any" else layer, "head": selection.heads if head == "any" else head}
+hits = data.read(run, "head_measures", tasks=(task,), kind=kind, pattern=cls, example_id=tuple(sample["example_id"]),
+                 columns=("example_id", "layer", "head", "pattern_score"), **where)
+hits = hits.sort("pattern_score", descending=True, nulls_last=True)
+if hits.is_empty():
+    st.info(f"No {kind} map of class {cls} among the {sample.height} sampled examples of {paper.task_label(task)} "
+            "for this layer/head: pick another class, head or task.")
+    st.stop()
+st.caption(f"{hits.height} {kind} maps of class **{cls}** among the map sample; the 6 most confident:")
+top = hits.head(6)
+loaded = maps.load_maps(run, task, tuple(top["example_id"]), tuple(top["layer"]), tuple(top["head"]), (kind,))
+tokens = {row["example_id"]: row for row in sample.iter_rows(named=True)}
+panels = []
+for example_id, lay, hd, score in top.iter_rows():
+    attn = loaded.get((example_id, lay, hd, kind))
+    if attn is None:
+        continue
+    labels = maps.token_labels(tokens[example_id]["tokens"], attn.shape[0], tokens[example_id]["segment_ids"])
+    panels.append(Panel(f"ex {example_id} · L{lay} H{hd}", attn.tolist(), labels, labels, diverging=kind != "standard",
+                        hover={"x": "key", "y": "query", "z": "weight"}))
+fig = charts.heatmaps(panels, cols=3, x_title="", y_title="")
+fig.update_xaxes(showticklabels=False)
+fig.update_yaxes(showticklabels=False)
+charts.show(fig, top.with_columns(pl.lit(task).alias("task"), pl.lit(kind).alias("kind")), f"pattern_examples_{task}_{cls}")
+st.page_link("pages/explorer.py", label="Open the Example explorer for token labels and the null component",
+             icon=":material/search:")
