@@ -20,9 +20,13 @@ class LayerCapture:
     attn: torch.Tensor            # (batch, head, query, key) attention probabilities
     values: torch.Tensor          # (batch, head, key, d_head) value vectors (X W_V + b_V)
     attn_eff: torch.Tensor        # (batch, head, query, key) effective attention
-    attn_null: torch.Tensor       # (batch, head, query, key) attn − attn_eff
     rank: torch.Tensor            # (batch, head) int64, numerical rank of V's real block
     attention_mask: torch.Tensor  # (batch, key) bool, True = real token
+
+    @property
+    def attn_null(self) -> torch.Tensor:
+        """(batch, head, query, key) attn − attn_eff, the part V cancels (derived on demand)."""
+        return self.attn - self.attn_eff
 
     @property
     def n_real(self) -> torch.Tensor:
@@ -52,11 +56,8 @@ def capture_attention(model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
 
     def record(attn, values, key_mask):
         parts = decompose_attention(attn, values, key_mask, check_rows=False)
-        real = key_mask.to(attn.dtype)
-        capture = LayerCapture(
-            layer=layer_counter[0], attn=attn * real[:, None, :, None] * real[:, None, None, :],
-            values=values, attn_eff=parts.attn_eff, attn_null=parts.attn_null, rank=parts.rank,
-            attention_mask=key_mask)
+        capture = LayerCapture(layer=layer_counter[0], attn=parts.attn, values=values,
+                               attn_eff=parts.attn_eff, rank=parts.rank, attention_mask=key_mask)
         layer_counter[0] += 1
         (on_layer or kept.append)(capture)
         return attn

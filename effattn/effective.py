@@ -28,10 +28,15 @@ ROW_SUM_TOLERANCE = 1e-3
 class AttentionDecomposition:
     """attn = attn_eff + attn_null on each example's real block; padded rows and columns are 0."""
 
+    attn: torch.Tensor       # (..., query, key), the input restricted to each real block
     attn_eff: torch.Tensor   # (..., query, key), dtype of the input
-    attn_null: torch.Tensor  # (..., query, key), dtype of the input
     rank: torch.Tensor       # (...) int64: numerical rank of each head's unpadded V
     n_real: torch.Tensor     # (...) int64: real tokens of each example
+
+    @property
+    def attn_null(self) -> torch.Tensor:
+        """(..., query, key): the part of attn in the left null space of V (derived on demand)."""
+        return self.attn - self.attn_eff
 
     @property
     def nullity(self) -> torch.Tensor:
@@ -81,13 +86,14 @@ def _decompose_block(attn_block, values_block, check_rows):
     if check_rows:
         _check_rows_sum_to_one(attn_block)
     basis, rank = value_basis(values_block)
+    # A head whose V has full row rank has a trivial null space: A_eff is A, exactly.
     identifiable = rank == attn_block.shape[-1]
     if bool(identifiable.all()):
-        return attn_block, torch.zeros_like(attn_block), rank
+        return attn_block, rank
     attn_eff = (attn_block @ basis) @ basis.transpose(-1, -2)
-    # A head whose V has full row rank has a trivial null space: A_eff is A, exactly.
-    attn_eff = torch.where(identifiable[:, None, None], attn_block, attn_eff)
-    return attn_eff, attn_block - attn_eff, rank
+    if bool(identifiable.any()):
+        attn_eff = torch.where(identifiable[:, None, None], attn_block, attn_eff)
+    return attn_eff, rank
 
 
 def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
@@ -97,14 +103,14 @@ def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
     check_inputs(attn, values, attention_mask)
     leading, n, d_head = attn.shape[:-2], attn.shape[-1], values.shape[-1]
     if attention_mask is None:  # every leading matrix is one unpadded block
-        attn_eff, attn_null, rank = _decompose_block(
+        attn_eff, rank = _decompose_block(
             attn.reshape(-1, n, n), values.reshape(-1, n, d_head), check_rows)
         n_real = torch.full(leading, n, dtype=torch.int64, device=attn.device)
-        return AttentionDecomposition(attn_eff.reshape(attn.shape), attn_null.reshape(attn.shape),
-                                      rank.reshape(leading), n_real)
+        return AttentionDecomposition(attn, attn_eff.reshape(attn.shape), rank.reshape(leading),
+                                      n_real)
     per_example = attn.reshape(attn.shape[0], -1, n, n)      # (batch, heads…, query, key)
     values_per_example = values.reshape(attn.shape[0], -1, n, d_head)
-    attn_eff, attn_null = torch.zeros_like(per_example), torch.zeros_like(per_example)
+    attn_real, attn_eff = torch.zeros_like(per_example), torch.zeros_like(per_example)
     rank = torch.zeros(per_example.shape[:2], dtype=torch.int64, device=attn.device)
     n_real = torch.zeros_like(rank)
     for example, mask_row in enumerate(attention_mask):
@@ -113,15 +119,15 @@ def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
             block = per_example[example, :, real, real]
         else:
             block = per_example[example][:, real][:, :, real]
-        eff, null, rank[example] = _decompose_block(
+        eff, rank[example] = _decompose_block(
             block, values_per_example[example, :, real], check_rows)
         n_real[example] = n_example
         if isinstance(real, slice):
-            attn_eff[example, :, real, real], attn_null[example, :, real, real] = eff, null
+            attn_real[example, :, real, real], attn_eff[example, :, real, real] = block, eff
         else:
             grid = (slice(None), real[:, None], real[None, :])
-            attn_eff[example][grid], attn_null[example][grid] = eff, null
-    return AttentionDecomposition(attn_eff.reshape(attn.shape), attn_null.reshape(attn.shape),
+            attn_real[example][grid], attn_eff[example][grid] = block, eff
+    return AttentionDecomposition(attn_real.reshape(attn.shape), attn_eff.reshape(attn.shape),
                                   rank.reshape(leading), n_real.reshape(leading))
 
 
