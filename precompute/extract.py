@@ -29,6 +29,11 @@ from precompute.finetune import load_classifier, pick_device
 from precompute.schema import KINDS
 from precompute.store import RunFolder, Shard
 
+try:  # the pattern classifier (issue 4); without it the pattern columns stay null
+    from effattn.patterns import classify_patterns
+except ImportError:
+    classify_patterns = None
+
 CHUNK_EXAMPLES = 64  # examples per part file; fixed so that chunk numbers mean the same on resume
 
 
@@ -191,29 +196,31 @@ def _measure_rows(capture, maps: dict, reference: dict, batch: Batch) -> pl.Data
     n_batch, n_head = capture.rank.shape
     heads = measures.head_properties(capture.attn_null.detach().cpu(), capture.rank.cpu(), batch.real)
     key = {"example_id": np.repeat(batch.example_ids, n_head), "head": np.tile(np.arange(n_head), n_batch)}
+    patterns = _pattern_columns(maps, batch)
     frames = []
     for kind in KINDS:
-        columns = {**heads, **measures.map_measures(maps[kind], reference[kind], batch.real, batch.types)}
-        patterns = _classify_patterns(maps[kind], batch)
+        columns = {**heads, **measures.map_measures(maps[kind], reference[kind], batch.real, batch.types),
+                   **patterns.get(kind, {})}
         frames.append(pl.DataFrame({
             **key, "layer": capture.layer, "kind": kind,
-            **{name: values.reshape(-1) for name, values in {**columns, **patterns}.items()},
+            **{name: values.reshape(-1) for name, values in columns.items()},
         }).fill_nan(None))
     return pl.concat(frames)
 
 
-def _classify_patterns(maps: torch.Tensor, batch: Batch) -> dict[str, np.ndarray]:
-    """pattern / pattern_score columns, (batch, head); empty until effattn has a classifier."""
-    classify = getattr(effattn, "classify_patterns", None)
-    if classify is None:
+def _pattern_columns(maps: dict, batch: Batch) -> dict[str, dict[str, np.ndarray]]:
+    """kind -> pattern / pattern_score (batch, head); {} while effattn has no classifier."""
+    if classify_patterns is None:
         return {}
     labels, scores = [], []
     for row, n in enumerate(batch.real.sum(dim=-1).tolist()):
-        segment_ids = batch.inputs["token_type_ids"][row, :n].numpy()
-        label, score = classify(maps[row, :, :n, :n].numpy(), segment_ids=segment_ids)
-        labels.append(np.asarray(label, dtype=object))
-        scores.append(np.asarray(score, dtype=np.float32))
-    return {"pattern": np.stack(labels), "pattern_score": np.stack(scores)}
+        example_maps = np.stack([maps[kind][row, :, :n, :n].numpy() for kind in KINDS])  # (kind, head, n, n)
+        label, probabilities = classify_patterns(
+            example_maps, segment_ids=batch.inputs["token_type_ids"][row, :n].numpy())
+        labels.append(label)
+        scores.append(probabilities.max(axis=-1))  # confidence of the chosen class
+    labels, scores = np.stack(labels), np.stack(scores)  # (batch, kind, head)
+    return {kind: {"pattern": labels[:, i], "pattern_score": scores[:, i]} for i, kind in enumerate(KINDS)}
 
 
 def _map_rows(layer: int, maps: dict, batch: Batch) -> pl.DataFrame | None:

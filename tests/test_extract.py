@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertF
 
 from precompute import extract
 from precompute.config import RunConfig
+from precompute.schema import PATTERNS
 from precompute.store import RunFolder, Shard
 
 N_LAYERS, N_HEADS = 2, 4
@@ -72,6 +73,7 @@ def test_one_row_per_example_layer_head_kind(complete_run):
     measures = complete_run.scan("head_measures").collect()
     assert len(measures) == N_ANALYSED * N_LAYERS * N_HEADS * 2
     assert measures.select("example_id", "layer", "head", "kind").n_unique() == len(measures)
+    assert measures["pattern"].is_in(PATTERNS).all() and measures["pattern_score"].is_between(0, 1).all()
     assert complete_run.scan("examples").collect()["example_id"].n_unique() == N_ANALYSED
 
 
