@@ -50,12 +50,13 @@ def _range(panel: Panel) -> tuple[float, float]:
 
 
 def heatmaps(panels: list[Panel], *, height: int | None = None, reverse_y: bool = True,
-             x_title: str = "head", y_title: str = "layer", cols: int | None = None) -> go.Figure:
-    """Side-by-side heatmaps, each with its own colour bar."""
+             x_title: str = "head", y_title: str = "layer", cols: int | None = None,
+             shared_y: bool = True) -> go.Figure:
+    """Side-by-side heatmaps, each with its own colour bar; ``shared_y`` when all panels have the same rows."""
     cols = cols or len(panels)
     rows = -(-len(panels) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title for p in panels],
-                        horizontal_spacing=0.12 if cols > 1 else 0.02, vertical_spacing=0.12)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title for p in panels], shared_yaxes=shared_y,
+                        horizontal_spacing=0.07 if cols > 1 else 0.02, vertical_spacing=0.32 / rows if rows > 1 else 0.1)
     for i, panel in enumerate(panels):
         row, col = divmod(i, cols)
         zmin, zmax = _range(panel)
@@ -69,10 +70,10 @@ def heatmaps(panels: list[Panel], *, height: int | None = None, reverse_y: bool 
             z=panel.z, x=list(panel.x), y=list(panel.y), text=panel.text, zmin=zmin, zmax=zmax,
             colorscale=DIVERGING if panel.diverging else SEQUENTIAL, zmid=0 if panel.diverging else None,
             hovertemplate=template + "<extra></extra>", name=panel.title,
-            colorbar={"x": domain[1] + 0.005, "len": 1 / rows, "y": 1 - (row + 0.5) / rows, "thickness": 12},
+            colorbar={"x": domain[1] + 0.005, "len": 0.85 / rows, "y": 1 - (row + 0.5) / rows, "thickness": 10},
         ), row=row + 1, col=col + 1)
-        fig.update_xaxes(title_text=x_title, row=row + 1, col=col + 1, type="category")
-        fig.update_yaxes(title_text=y_title, row=row + 1, col=col + 1, type="category",
+        fig.update_xaxes(title_text=x_title if row == rows - 1 else None, row=row + 1, col=col + 1, type="category")
+        fig.update_yaxes(title_text=y_title if col == 0 else None, row=row + 1, col=col + 1, type="category",
                          autorange="reversed" if reverse_y else True)
     fig.update_layout(height=height or 120 + 260 * rows, margin={"l": 10, "r": 10, "t": 50, "b": 10})
     return fig
@@ -93,7 +94,9 @@ def bars(frame: pl.DataFrame, *, x: str, y: str, color: str, colors: dict | None
          height: int = 380, hover_format: str = ".3f") -> go.Figure:
     """Grouped bars of ``y`` over ``x``, one colour per ``color`` value."""
     fig = go.Figure()
-    for group in frame[color].unique(maintain_order=True).to_list():
+    groups = frame[color].unique(maintain_order=True).to_list()
+    order = list(colors or {})  # legend order follows the colour map (standard before effective)
+    for group in sorted(groups, key=lambda g: order.index(g) if g in order else len(order)):
         part = frame.filter(pl.col(color) == group)
         fig.add_trace(go.Bar(
             x=part[x].to_list(), y=part[y].to_list(), name=str(group),

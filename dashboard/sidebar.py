@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from dashboard import paper
 from dashboard.data import Run, data_location, discover_runs, load_run
 from precompute.schema import KINDS
 
@@ -47,8 +46,7 @@ def render() -> Selection:
                              help=f"Run folders found under {data_location()}")
     run = load_run(name, runs[name])
     tasks = list(run.tasks)
-    picked_tasks = sidebar.multiselect("Tasks", tasks, default=tasks, key="task", bind="query-params",
-                                       format_func=paper.task_label)
+    picked_tasks = sidebar.multiselect("Tasks", tasks, default=tasks, key="task", bind="query-params")
     layers, heads = list(range(run.n_layers)), list(range(run.n_heads))
     picked_layers = sidebar.pills("Layers", layers, selection_mode="multi", default=layers,
                                   key="layer", bind="query-params")
@@ -57,11 +55,20 @@ def render() -> Selection:
     picked_kinds = sidebar.pills("Attention kinds", list(KINDS), selection_mode="multi", default=list(KINDS),
                                  key="kind", bind="query-params")
     sidebar.segmented_control("Figure download format", IMAGE_FORMATS, default="svg", required=True,
-                              key="image_format", format_func=str.upper,
+                              key="image_format", bind="query-params", format_func=str.upper,
                               help="Format of the camera button in each chart's toolbar")
     sidebar.caption(f"Data: `{data_location()}`")
     return Selection(run, _sorted_pick(tasks, picked_tasks), _sorted_pick(layers, picked_layers),
                      _sorted_pick(heads, picked_heads), _sorted_pick(list(KINDS), picked_kinds))
+
+
+SIDEBAR_KEYS = ("run", "task", "layer", "head", "kind")
+
+
+def link_params(**page_params) -> dict[str, str | list[str]]:
+    """Query parameters for a link to another page that keeps the sidebar selection."""
+    keep = {key: st.query_params.get_all(key) for key in SIDEBAR_KEYS if key in st.query_params}
+    return {**keep, **{key: str(value) for key, value in page_params.items()}}
 
 
 def current() -> Selection:

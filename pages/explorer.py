@@ -15,7 +15,7 @@ st.caption("Standard attention A, effective attention A_eff (the part of A that 
 sidebar.require(selection, "tasks", "layers", "heads")
 
 task = st.pills("Task", selection.tasks, default=selection.tasks[0], required=True, key="ex_task",
-                bind="query-params", format_func=paper.task_label)
+                bind="query-params")
 sample = maps.sample_examples(run, task)
 if sample.is_empty():
     st.info(f"No stored maps for {paper.task_label(task)}: the extract stage stores full maps for a small sample.")
@@ -23,14 +23,9 @@ if sample.is_empty():
 texts = {row["example_id"]: row for row in sample.iter_rows(named=True)}
 
 
-def _describe(example_id: int) -> str:
-    row = texts[example_id]
-    snippet = " / ".join(t for t in (row["text_a"], row["text_b"]) if t) or "(no text)"
-    return f"#{example_id} · n={row['seq_len']} · {snippet[:70]}"
-
-
-c1, c2, c3 = st.columns([4, 1, 1])
-example_id = c1.selectbox("Example", list(texts), key="ex_example", bind="query-params", format_func=_describe)
+c1, c2, c3 = st.columns(3)
+example_id = c1.selectbox("Example (id in the dev split)", list(texts), key="ex_example", bind="query-params",
+                          help="The map sample: examples whose full maps are stored")
 layer = c2.selectbox("Layer", list(selection.layers), index=len(selection.layers) - 1, key="ex_layer", bind="query-params")
 head = c3.selectbox("Head", list(selection.heads), key="ex_head", bind="query-params")
 row = texts[example_id]
@@ -46,7 +41,8 @@ if attn is None or attn_eff is None:
 attn_null = attn - attn_eff  # (query, key)
 n, d_head = attn.shape[0], run.d_head
 
-st.markdown(f"**A:** {row['text_a'] or ''}" + (f"  \n**B:** {row['text_b']}" if row["text_b"] else ""))
+st.markdown(f"**Example {example_id}** (n = {n} tokens)  \n**A:** {row['text_a'] or ''}"
+            + (f"  \n**B:** {row['text_b']}" if row["text_b"] else ""))
 cols = st.columns(6)
 cols[0].metric("tokens n", n)
 cols[1].metric("d_head", d_head if d_head is not None else "?")

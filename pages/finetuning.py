@@ -48,7 +48,7 @@ st.caption("Error bars: standard deviation across examples, averaged over the la
 
 st.subheader("Per head")
 task = st.pills("Task", [*selection.tasks, "all"], default=selection.tasks[0], required=True, key="ft_task",
-                bind="query-params", format_func=lambda t: "Averaged over tasks" if t == "all" else paper.task_label(t))
+                bind="query-params", help="`all` averages over the selected tasks")
 statistic = st.segmented_control("Show", ["mean", "std", "IQR"], default="mean", required=True, key="ft_stat",
                                  bind="query-params", help="mean similarity, or its spread across examples")
 part = summary if task == "all" else summary.filter(pl.col("task") == task)

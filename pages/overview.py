@@ -6,7 +6,9 @@ import streamlit as st
 from dashboard import charts, data, paper, sidebar
 from dashboard.charts import KIND_COLORS
 from dashboard.findings import findings
-from precompute.schema import TASKS
+from precompute.schema import KINDS, TASKS
+
+VERDICT_ICONS = {"holds": "✅ holds", "does not hold": "❌ does not hold", "not computed yet": "⏳ not computed yet"}
 
 selection = sidebar.current()
 run, manifest = selection.run, selection.run.manifest
@@ -15,7 +17,7 @@ st.title("Effective vs standard attention")
 st.caption("Does the part of attention that reaches the output (effective attention) tell a different story "
            "than the attention weights? A replication of Sun & Marasović (2021) on cached runs.")
 
-cols = st.columns(5)
+cols = st.columns([3, 1, 1, 1, 1])
 cols[0].metric("Model", str(manifest.get("model", "?")))
 cols[1].metric("Layers × heads", f"{run.n_layers} × {run.n_heads}")
 cols[2].metric("d_head", str(run.d_head or "?"))
@@ -28,9 +30,7 @@ tasks = selection.tasks
 st.subheader("Findings: the paper's claims on this run")
 with st.spinner("Reading analysis tables…"):
     table = findings(run, tasks)
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"claim": st.column_config.TextColumn(width="large"),
-                            "ours": st.column_config.TextColumn(width="large")})
+st.table(table.with_columns(pl.col("verdict").replace(VERDICT_ICONS)))
 st.caption(f"Paper: {paper.PAPER_MODEL}. Ours: {manifest.get('model', '?')}, tasks {', '.join(map(paper.task_label, tasks))}.")
 
 st.subheader("Dev metrics: standard vs effective attention")
@@ -42,9 +42,10 @@ else:
     headline = pl.DataFrame([{"task": t, "metric": TASKS[t].metrics[0] if t in TASKS else ""} for t in tasks])
     shown = (quality.join(headline, on=["task", "metric"], how="semi")
              .with_columns(pl.col("task").replace_strict(paper.TASK_LABELS, default=pl.col("task")).alias("task_label"))
-             .sort("task", "kind"))
+             .sort(pl.col("task"), pl.col("kind").replace_strict({k: i for i, k in enumerate(KINDS)}, default=99)))
     fig = charts.bars(shown, x="task_label", y="value", color="kind", colors=KIND_COLORS, y_title="headline metric")
-    fig.update_traces(customdata=shown["metric"].to_list(), hovertemplate="%{x} %{customdata}: %{y:.4f}<extra></extra>")
+    fig.update_traces(hovertemplate="%{x}: %{y:.4f}<extra>%{fullData.name}</extra>")
+    fig.update_layout(xaxis_title="task (headline metric: " + ", ".join(f"{paper.task_label(t)} {TASKS[t].metrics[0]}" for t in tasks if t in TASKS) + ")")
     charts.show(fig, shown.drop("task_label"), "dev_metrics")
     wide = (quality.pivot(on="kind", index=["task", "metric"], values="value")
             .with_columns((pl.col("effective") - pl.col("standard")).alias("effective − standard")

@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard import charts, data, maps, paper, sidebar
 from dashboard.charts import Panel
 from dashboard.pattern_views import SHORT, clicked_cell, grid_figure, table2, table2_figure
-from precompute.schema import KINDS, PATTERNS
+from precompute.schema import PATTERNS
 
 selection = sidebar.current()
 run = selection.run
@@ -50,8 +50,7 @@ else:
 
 st.subheader("Dominant class per head")
 sidebar.require(selection, "layers", "heads")
-task = st.pills("Task", tasks, default=tasks[0], required=True, key="pt_task", bind="query-params",
-                format_func=paper.task_label)
+task = st.pills("Task", tasks, default=tasks[0], required=True, key="pt_task", bind="query-params")
 grid = data.read(run, "pattern_grid", tasks=(task,), kind=kinds, layer=selection.layers, head=selection.heads)
 
 
@@ -71,8 +70,8 @@ else:
                 key="pt_grid", on_select=_on_click)
 
 st.subheader("Example maps of a class")
-c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
-cls = c1.pills("Class", PATTERNS, default="vertical", required=True, key="pt_class", bind="query-params")
+cls = st.pills("Class", PATTERNS, default="vertical", required=True, key="pt_class", bind="query-params")
+c2, c3, c4 = st.columns([2, 1, 1])
 kind = c2.pills("Kind", kinds, default=kinds[0], required=True, key="pt_kind", bind="query-params")
 layer = c3.selectbox("Layer", ["any", *selection.layers], key="pt_layer", bind="query-params", format_func=str)
 head = c4.selectbox("Head", ["any", *selection.heads], key="pt_head", bind="query-params", format_func=str)
@@ -97,9 +96,11 @@ for example_id, lay, hd, score in top.iter_rows():
     labels = maps.token_labels(tokens[example_id]["tokens"], attn.shape[0], tokens[example_id]["segment_ids"])
     panels.append(Panel(f"ex {example_id} · L{lay} H{hd}", attn.tolist(), labels, labels, diverging=kind != "standard",
                         hover={"x": "key", "y": "query", "z": "weight"}))
-fig = charts.heatmaps(panels, cols=3, x_title="", y_title="")
+fig = charts.heatmaps(panels, cols=3, x_title="", y_title="", shared_y=False)
 fig.update_xaxes(showticklabels=False)
 fig.update_yaxes(showticklabels=False)
 charts.show(fig, top.with_columns(pl.lit(task).alias("task"), pl.lit(kind).alias("kind")), f"pattern_examples_{task}_{cls}")
-st.page_link("pages/explorer.py", label="Open the Example explorer for token labels and the null component",
-             icon=":material/search:")
+st.caption("Open one in the Example explorer (token labels, null component):")
+for col, (example_id, lay, hd, _) in zip(st.columns(3) * 2, top.iter_rows()):
+    col.page_link("pages/explorer.py", label=f"example {example_id} · layer {lay} · head {hd}", icon=":material/search:",
+                  query_params=sidebar.link_params(ex_task=task, ex_example=example_id, ex_layer=lay, ex_head=hd))

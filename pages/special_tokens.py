@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data, paper, sidebar
+from dashboard import charts, data, sidebar
 from dashboard.charts import Panel
 
 MEASURES = {"cls_weight": "[CLS]", "sep_weight": "[SEP]"}
@@ -17,7 +17,7 @@ st.caption("Per layer × head, the weight on the [CLS] (Fig. 5) or [SEP] (Fig. 6
 sidebar.require(selection, "tasks", "layers", "heads", "kinds")
 
 task = st.pills("Task", [*selection.tasks, "all"], default=selection.tasks[0], required=True, key="sp_task",
-                bind="query-params", format_func=lambda t: "Averaged over tasks" if t == "all" else paper.task_label(t))
+                bind="query-params", help="`all` averages over the selected tasks")
 tasks = selection.tasks if task == "all" else (task,)
 with st.spinner("Reading head summaries…"):
     summary = data.read(run, "head_summary", tasks=tasks, layer=selection.layers, head=selection.heads,

@@ -187,3 +187,46 @@ def write_data_root(root: str | Path) -> Path:
     write_run(root / "minilm", classified=True, seed=0)
     write_run(root / "unclassified", classified=False, seed=1)
     return root
+
+
+# ---- AppTest helpers (shared by tests/test_app_*.py) ---------------------------------------
+APP = Path(__file__).resolve().parent.parent / "app.py"
+APP_TIMEOUT_SECONDS = 180  # per script run; generous because CI machines are shared and slow
+
+
+def open_page(page: str | None = None, *, query: dict | None = None):
+    """Run app.py with ``query`` as the URL's parameters, then switch to ``page``.
+
+    ``page`` is a file under pages/ without ".py" (None = the default Overview). Returns the AppTest.
+    EFFATTN_DATA must already be set (tests use monkeypatch.setenv). Sidebar values are set
+    through the URL (every sidebar widget is bound to it): AppTest drops the sidebar widgets of
+    an st.navigation app from its element tree after the first run, so set_value on them does
+    not survive a page switch in AppTest (it does in a browser: tests/test_browser.py).
+    """
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT_SECONDS)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    at.run()
+    if page is not None:
+        at.switch_page(f"pages/{page}.py").run()
+    return at
+
+
+def figures(at) -> list[dict]:
+    """The plotly figure specs (data + layout) of every chart on the page, in order."""
+    import json
+
+    return [json.loads(element.proto.spec) for element in at.get("plotly_chart")]
+
+
+def chart_configs(at) -> list[dict]:
+    import json
+
+    return [json.loads(element.proto.config) for element in at.get("plotly_chart")]
+
+
+def problems(at) -> list[str]:
+    """Exceptions and st.error messages on the page (both must be absent on a healthy page)."""
+    return [str(e.value) for e in at.exception] + [str(e.value) for e in at.error]

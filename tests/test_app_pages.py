@@ -1,0 +1,154 @@
+"""AppTest per dashboard page on fixture caches, asserting on the charts' data (figure spec JSON)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cache_fixture import D_HEAD, N_HEADS, N_LAYERS, chart_configs, figures, open_page, problems, write_data_root
+from dashboard.pattern_views import clicked_cell
+from precompute.store import RunFolder
+
+PAGES = ("overview", "patterns", "token_types", "special_tokens", "finetuning", "explorer", "cost")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_data_root(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(autouse=True)
+def _data_env(monkeypatch, data_root):
+    monkeypatch.setenv("EFFATTN_DATA", str(data_root))
+
+
+def _page(name: str, **kwargs):
+    return open_page(None if name == "overview" else name, **kwargs)
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_renders_every_chart_with_csv_and_image_options(name):
+    at = _page(name)
+    assert problems(at) == []
+    configs = chart_configs(at)
+    assert configs, f"{name} draws no chart"
+    assert len(at.download_button) >= len(configs)
+    assert all(config["toImageButtonOptions"]["format"] == "svg" for config in configs)
+
+
+def test_image_format_follows_the_sidebar():
+    at = open_page("cost", query={"image_format": "PNG"})
+    assert {config["toImageButtonOptions"]["format"] for config in chart_configs(at)} == {"png"}
+
+
+def test_overview_shows_manifest_findings_and_headline_metrics():
+    at = _page("overview")
+    assert [m.value for m in at.metric][:3] == ["fixture-minilm", f"{N_LAYERS} × {N_HEADS}", str(D_HEAD)]
+    findings = at.table[0].value
+    assert "Effective attention shows fewer vertical patterns" in findings["claim"].tolist()
+    assert any("2.10" in ours for ours in findings["ours"])  # 21 s / 10 s in the fixture metrics
+    bars = figures(at)[0]["data"]
+    assert [trace["name"] for trace in bars] == ["standard", "effective"]
+    assert bars[0]["y"] == [0.8, 0.8] and bars[1]["y"] == [0.7, 0.7]  # accuracy, the headline of RTE and SST-2
+
+
+def test_patterns_table2_puts_the_papers_numbers_beside_ours():
+    at = _page("patterns")
+    shares = figures(at)[0]
+    vertical = [trace for trace in shares["data"] if trace["name"] == "vertical"]
+    standard = vertical[0]
+    assert standard["x"][1] == ["ours", "paper", "ours", "paper"]
+    assert standard["y"][1] == pytest.approx(27.9)  # paper, RTE, standard, V
+    assert 0 < standard["y"][0] < 100
+
+
+def test_patterns_grid_has_one_square_per_selected_head_and_kind():
+    at = _page("patterns", query={"layer": ["1", "2"], "head": ["0", "3"]})
+    grid = figures(at)[1]
+    cells = {(t["customdata"][i][0], y, x) for t in grid["data"] for i, (x, y) in enumerate(zip(t["x"], t["y"]))}
+    assert len(cells) == 2 * 2 * 2
+    assert {layer for _, layer, _ in cells} == {1, 2} and {head for _, _, head in cells} == {0, 3}
+
+
+def test_patterns_example_maps_are_of_the_chosen_class_and_kind():
+    at = _page("patterns", query={"pt_class": "block", "pt_kind": "effective", "pt_layer": "3"})
+    maps = figures(at)[2]
+    titles = [trace["name"] for trace in maps["data"]]
+    assert titles and all("L3" in title for title in titles)
+    assert all(trace["zmid"] == 0 for trace in maps["data"])  # effective maps on a diverging scale
+    links = [link.proto.page for link in at.get("page_link")]
+    assert links and all(link.endswith("explorer") for link in links)
+
+
+def test_clicked_grid_square_is_read_from_the_selection_event():
+    event = {"selection": {"points": [{"x": 2, "y": 5, "customdata": ["effective", "block", 0.4]}]}}
+    assert clicked_cell(event) == ("effective", 5, 2, "block")
+    assert clicked_cell({"selection": {"points": []}}) is None
+
+
+def test_patterns_say_not_classified_yet_when_pattern_columns_are_null():
+    at = _page("patterns", query={"run": "unclassified"})
+    assert problems(at) == []
+    assert any("not classified yet" in info.value for info in at.info)
+    assert figures(at) == []
+
+
+def test_token_types_show_the_final_layer_by_default_with_head_summary_values(data_root):
+    at = _page("token_types")
+    heatmaps = figures(at)[0]["data"]
+    assert [t["name"] for t in heatmaps] == ["RTE · standard", "RTE · effective", "SST-2 · standard", "SST-2 · effective"]
+    summary = RunFolder(data_root / "minilm").scan("head_summary").filter(
+        (pl.col("task") == "rte") & (pl.col("kind") == "standard") & (pl.col("layer") == N_LAYERS - 1)
+        & (pl.col("measure") == "cls_row_sep")).sort("head").collect()
+    sep_row = heatmaps[0]["y"].index("[SEP]")
+    assert heatmaps[0]["z"][sep_row] == pytest.approx(summary["mean"].to_list())
+
+
+def test_token_types_can_average_over_tasks_at_another_layer():
+    at = _page("token_types", query={"tt_view": "averaged over tasks", "tt_layer": "2"})
+    heatmaps = figures(at)[0]["data"]
+    assert [t["name"] for t in heatmaps] == ["all selected · standard", "all selected · effective"]
+    assert "layer2" in at.download_button[0].proto.label
+
+
+def test_special_tokens_difference_is_effective_minus_standard():
+    at = _page("special_tokens")
+    cls_panels = figures(at)[0]["data"]
+    assert [t["name"] for t in cls_panels] == ["standard", "effective", "effective − standard"]
+    standard, effective, difference = (np.array(t["z"], dtype=float) for t in cls_panels)
+    np.testing.assert_allclose(difference, effective - standard, atol=1e-12)
+    assert cls_panels[2]["zmid"] == 0 and cls_panels[2]["zmin"] == -cls_panels[2]["zmax"]
+
+
+def test_finetuning_lines_carry_the_spread_across_examples():
+    at = _page("finetuning")
+    lines = figures(at)[0]["data"]
+    assert len(lines) == 2 * 2  # tasks x kinds
+    assert all(len(line["error_y"]["array"]) == N_LAYERS for line in lines)
+    spread = _page("finetuning", query={"ft_stat": "IQR", "ft_task": "sst2"})
+    assert [t["name"] for t in figures(spread)[1]["data"]] == ["standard · IQR", "effective · IQR"]
+
+
+def test_explorer_null_component_is_standard_minus_effective_on_a_diverging_scale():
+    at = _page("explorer", query={"ex_example": "1", "ex_layer": "2", "ex_head": "1"})
+    standard, effective, null = figures(at)[0]["data"]
+    np.testing.assert_allclose(np.array(null["z"]), np.array(standard["z"]) - np.array(effective["z"]), atol=1e-6)
+    assert standard.get("zmid") is None and effective["zmid"] == 0 and null["zmid"] == 0
+    assert len(set(standard["x"])) == len(standard["x"]) == 12  # unique labels, both sentences
+    assert any(label.split(" ", 1)[1].startswith("B:") for label in standard["x"])
+    assert not any("identical" in info.value for info in at.info)
+
+
+def test_explorer_notes_that_effective_equals_standard_when_n_le_d_head():
+    at = _page("explorer", query={"ex_example": "0"})
+    assert any("identical to standard" in info.value for info in at.info)
+
+
+def test_cost_puts_ours_beside_the_papers_table3():
+    at = _page("cost")
+    table = at.dataframe[0].value
+    assert table["paper standard"].tolist() == ["0:29", "1:41"] and table["paper effective"].tolist() == ["0:58", "3:20"]
+    assert table["ours standard"].tolist() == ["0:10", "0:10"] and table["ours ratio"].tolist() == pytest.approx([2.1, 2.1])
+    ratio = figures(at)[0]["data"]
+    assert [t["name"] for t in ratio] == ["ours", "paper"]
