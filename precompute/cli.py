@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seq-len", type=int, default=128, help="truncate inputs to this many wordpieces")
     p.add_argument("--seed", type=int, default=42, help="seed for model init, data order, caps and carve-outs")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available, else cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: all cores); 1 is much faster when other jobs share the cores")
     p.add_argument("--shard", default="0/1", metavar="i/N",
                    help="process only shard i (0-based) of N of the eval examples in extract; run finetune,evaluate once first")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
@@ -67,7 +69,7 @@ def parse_config(argv: list[str]) -> RunConfig:
         max_eval_examples=args.max_eval_examples, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, max_seq_len=args.max_seq_len, seed=args.seed, device=args.device,
         shard=Shard.parse(args.shard), stages=parse_stages(args.stages), force=args.force,
-        map_examples=args.map_examples, analysis_examples=args.analysis_examples,
+        map_examples=args.map_examples, analysis_examples=args.analysis_examples, threads=args.threads,
     )
 
 
@@ -79,8 +81,9 @@ def run_task(run: RunFolder, task: str, config: RunConfig, base_model: str) -> N
                           seed=config.seed, max_train_examples=config.max_train_examples,
                           max_eval_examples=config.max_eval_examples)
     manifest.record_task_data(run, data, config)
-    if config.force:
-        for stage in config.stages:
+    if config.force:  # a redone stage makes every later stage stale too
+        first = min(STAGES.index(stage) for stage in config.stages)
+        for stage in STAGES[first:]:
             run.clear(stage, task)
     sharded = config.shard.count > 1
     if "finetune" in config.stages and not sharded:
@@ -108,29 +111,41 @@ def run_pipeline(config: RunConfig) -> None:
     manifest.record_run(run, config, base_model, device)
     for task in config.tasks:
         run_task(run, task, config, base_model)
-    if "analyse" in config.stages and config.shard.index == 0:
+    todo = [task for task in config.tasks if not run.stage_done("analyse", task)]
+    if "analyse" in config.stages and todo:
+        if config.shard.count > 1:  # other shards may still be extracting
+            print(f"note: shard {config.shard} done; run --stages analyse once every shard has finished", file=sys.stderr)
+            return
         from precompute import analyse
 
-        started = time.perf_counter()
-        analyse.run_analyse(run, list(config.tasks))
-        run.update_manifest({"stage_seconds": {"_all": {"analyse": round(time.perf_counter() - started, 3)}}})
+        for task in todo:
+            started = time.perf_counter()
+            analyse.run_analyse(run, [task])
+            run.mark_stage_done("analyse", task, seconds=time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; project errors become one line on stderr and exit code 2."""
+    try:
+        config = parse_config(sys.argv[1:] if argv is None else argv)  # --help exits here, before torch loads
+    except PrecomputeError as error:
+        return _report(error)
     from effattn.errors import EffattnError
 
     try:
-        run_pipeline(parse_config(sys.argv[1:] if argv is None else argv))
+        run_pipeline(config)
     except (PrecomputeError, EffattnError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _report(error)
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
-        print(f"error: disk full ({error.filename or 'while writing'}): free some space or choose another --out", file=sys.stderr)
-        return 2
+        return _report(f"disk full ({error.filename or 'while writing'}): free some space or choose another --out")
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _report(error: Exception | str) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return 2

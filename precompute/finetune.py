@@ -40,10 +40,16 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_classifier(model_path: str | Path, task: str) -> torch.nn.Module:
-    """A sequence-classification model with eager attention, checked to return attention weights."""
+def load_classifier(model_path: str | Path, task: str, *, new_head: bool = False) -> torch.nn.Module:
+    """A sequence-classification model with eager attention, checked to return attention weights.
+
+    new_head: the model is a base for fine-tuning, so a classifier head of another size (a base
+    that was itself fine-tuned with other labels) is replaced by a freshly initialised one.
+    """
     info = TASKS[task]
     extra = {"problem_type": "regression"} if info.is_regression else {}
+    if new_head:
+        extra["ignore_mismatched_sizes"] = True
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             model_path, num_labels=info.num_labels, attn_implementation="eager", **extra
@@ -149,11 +155,11 @@ def run_finetune(run: RunFolder, task: str, train: pl.DataFrame, base_model: str
     if run.stage_done("finetune", task):
         return True
     started = time.perf_counter()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
     torch.manual_seed(config.seed)  # classifier-head init and dropout
     device = pick_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = load_classifier(base_model, task).to(device)
+    model = load_classifier(base_model, task, new_head=True).to(device)
     encodings = tokenize(tokenizer, train, config.max_seq_len)
     labels = train["label"].to_list()
     per_epoch, n_steps = total_steps(len(train), config)
@@ -191,6 +197,7 @@ def run_finetune(run: RunFolder, task: str, train: pl.DataFrame, base_model: str
     seconds = seconds_before + session
     run.update_manifest({"finetune": {task: {
         "steps": n_steps, "epochs": config.epochs, "train_rows": len(train), "resumed_at_step": first_step,
+        "batch_size": config.batch_size, "lr": config.lr, "max_seq_len": config.max_seq_len, "seed": config.seed,
         "final_loss_avg": loss_avg, "steps_per_second": round((n_steps - first_step) / max(time.perf_counter() - loop_started, 1e-9), 3)}}})
     run.mark_stage_done("finetune", task, seconds=seconds)
     shutil.rmtree(run.training_state_dir(task), ignore_errors=True)

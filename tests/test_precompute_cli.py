@@ -1,0 +1,83 @@
+"""python -m precompute: bad inputs give one line and exit code 2; a tiny run end to end; reruns are no-ops."""
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from precompute.cli import main
+from precompute.schema import KINDS
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_unknown_task_is_one_line_and_exit_2(capsys, tmp_path):
+    assert main(["--tasks", "nosuchtask", "--out", str(tmp_path)]) == 2
+    assert _one_error_line(capsys) == "error: unknown task 'nosuchtask': choose from rte, mrpc, qnli, sst2, stsb"
+
+
+def test_missing_glue_file_is_one_line_and_exit_2(capsys, tmp_path):
+    assert main(["--tasks", "RTE", "--glue-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]) == 2
+    assert "RTE/dev.tsv is missing: pass --glue-dir" in _one_error_line(capsys)
+
+
+def test_task_without_train_split_names_the_carve_option(capsys, tmp_path, glue_dir, tiny_bert_dir):
+    argv = ["--tasks", "qnli", "--glue-dir", str(glue_dir), "--model", str(tiny_bert_dir), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--carve-train-from-dev" in _one_error_line(capsys)
+
+
+def test_out_of_date_cache_schema_is_one_line_and_exit_2(capsys, tmp_path, glue_dir, tiny_bert_dir):
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 0}))
+    argv = ["--tasks", "rte", "--glue-dir", str(glue_dir), "--model", str(tiny_bert_dir), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "has schema version 0, this effattn reads 1: re-run" in _one_error_line(capsys)
+
+
+def test_bad_option_values_are_one_line(capsys, tmp_path):
+    assert main(["--tasks", "rte", "--carve-train-from-dev", "1.5", "--out", str(tmp_path)]) == 2
+    assert "between 0 and 1" in _one_error_line(capsys)
+
+
+def test_help_explains_the_carve_option():
+    result = subprocess.run([sys.executable, "-m", "precompute", "--help"], capture_output=True, text=True, check=True)
+    assert "--carve-train-from-dev" in result.stdout and "--shard" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, glue_dir, tiny_bert_dir):
+    out = tmp_path_factory.mktemp("run")
+    argv = ["--tasks", "rte", "--glue-dir", str(glue_dir), "--model", str(tiny_bert_dir), "--out", str(out),
+            "--max-train-examples", "8", "--max-eval-examples", "6", "--epochs", "1", "--max-seq-len", "32",
+            "--analysis-examples", "4", "--map-examples", "2", "--device", "cpu", "--threads", "1"]
+    assert main(argv) == 0
+    return out, argv
+
+
+def test_tiny_run_writes_metrics_for_both_kinds(tiny_run):
+    out, _ = tiny_run
+    metrics = pl.read_parquet(out / "metrics" / "**" / "*.parquet")
+    assert set(metrics["kind"]) == set(KINDS)
+    assert set(metrics["metric"]) == {"accuracy", "eval_seconds", "examples_per_second"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["rte"]["standard"]["accuracy"] == manifest["metrics"]["rte"]["effective"]["accuracy"]
+    assert manifest["row_counts"]["rte"] == {"train": 8, "train_available": 32, "dev": 24, "eval": 6, "map_examples": 2}
+
+
+def test_tiny_run_writes_every_stage(tiny_run):
+    out, _ = tiny_run
+    for table in ("examples", "head_measures", "maps", "head_summary", "task_summary"):
+        assert list((out / table).glob("task=rte/*.parquet")), table
+
+
+def test_rerun_is_a_no_op(tiny_run):
+    out, argv = tiny_run
+    files = {path: path.stat().st_mtime_ns for path in out.rglob("*.parquet")}
+    assert main(argv) == 0
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*.parquet")} == files
