@@ -3,6 +3,11 @@
 The router: declares the pages, draws the shared sidebar (dashboard/sidebar.py) and runs the
 selected page. Cache problems end in a one-line st.error naming the file; no caches end in a
 page that says how to make them. Never imports torch or effattn.
+
+The page scripts live in dashboard/pages/, not in a top-level pages/ folder: Streamlit treats a
+pages/ folder beside the entry file as an old-style multipage app until the first st.navigation
+call, so a deep link opened first on a fresh server (e.g. /explorer?ex_example=3) would run
+the page alone, without this router and its sidebar.
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ st.set_page_config(page_title="effattn: effective vs standard attention", page_i
                    layout="wide")
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
-    st.Page("pages/patterns.py", title="Patterns", icon=":material/view_quilt:"),
-    st.Page("pages/token_types.py", title="Token types", icon=":material/label:"),
-    st.Page("pages/special_tokens.py", title="Special tokens", icon=":material/flag:"),
-    st.Page("pages/finetuning.py", title="Finetuning", icon=":material/tune:"),
-    st.Page("pages/explorer.py", title="Example explorer", icon=":material/search:"),
-    st.Page("pages/cost.py", title="Cost", icon=":material/timer:"),
+    st.Page("dashboard/pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("dashboard/pages/patterns.py", title="Patterns", icon=":material/view_quilt:"),
+    st.Page("dashboard/pages/token_types.py", title="Token types", icon=":material/label:"),
+    st.Page("dashboard/pages/special_tokens.py", title="Special tokens", icon=":material/flag:"),
+    st.Page("dashboard/pages/finetuning.py", title="Finetuning", icon=":material/tune:"),
+    st.Page("dashboard/pages/explorer.py", title="Example explorer", icon=":material/search:"),
+    st.Page("dashboard/pages/cost.py", title="Cost", icon=":material/timer:"),
 ]
 
 HOW_TO_PRECOMPUTE = """

@@ -197,11 +197,9 @@ APP_TIMEOUT_SECONDS = 180  # per script run; generous because CI machines are sh
 def open_page(page: str | None = None, *, query: dict | None = None):
     """Run app.py with ``query`` as the URL's parameters, then switch to ``page``.
 
-    ``page`` is a file under pages/ without ".py" (None = the default Overview). Returns the AppTest.
+    ``page`` is a file under dashboard/pages/ without ".py" (None = the default Overview). Returns the AppTest.
     EFFATTN_DATA must already be set (tests use monkeypatch.setenv). Sidebar values are set
-    through the URL (every sidebar widget is bound to it): AppTest drops the sidebar widgets of
-    an st.navigation app from its element tree after the first run, so set_value on them does
-    not survive a page switch in AppTest (it does in a browser: tests/test_browser.py).
+    through the URL, as a shared link would.
     """
     from streamlit.testing.v1 import AppTest
 
@@ -210,7 +208,7 @@ def open_page(page: str | None = None, *, query: dict | None = None):
         at.query_params[key] = value
     at.run()
     if page is not None:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"dashboard/pages/{page}.py").run()
     return at
 
 

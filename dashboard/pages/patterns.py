@@ -102,5 +102,5 @@ fig.update_yaxes(showticklabels=False)
 charts.show(fig, top.with_columns(pl.lit(task).alias("task"), pl.lit(kind).alias("kind")), f"pattern_examples_{task}_{cls}")
 st.caption("Open one in the Example explorer (token labels, null component):")
 for col, (example_id, lay, hd, _) in zip(st.columns(3) * 2, top.iter_rows()):
-    col.page_link("pages/explorer.py", label=f"example {example_id} · layer {lay} · head {hd}", icon=":material/search:",
+    col.page_link("dashboard/pages/explorer.py", label=f"example {example_id} · layer {lay} · head {hd}", icon=":material/search:",
                   query_params=sidebar.link_params(ex_task=task, ex_example=example_id, ex_layer=lay, ex_head=hd))

@@ -1,0 +1,70 @@
+"""The shared sidebar: URL parameters reproduce a view, the selection survives page switches,
+and the dashboard never imports torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cache_fixture import APP, figures, open_page, problems, write_data_root
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_data_root(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(autouse=True)
+def _data_env(monkeypatch, data_root):
+    monkeypatch.setenv("EFFATTN_DATA", str(data_root))
+
+
+def test_url_parameters_select_run_tasks_layers_heads_and_kinds():
+    at = open_page("special_tokens", query={"task": "sst2", "layer": ["1", "4"], "head": ["2"], "kind": "effective",
+                                            "sp_task": "sst2"})
+    assert problems(at) == []
+    (panel,) = figures(at)[0]["data"]
+    assert panel["name"] == "effective" and panel["y"] == [1, 4] and panel["x"] == [2]
+
+
+def test_sidebar_selection_survives_a_page_switch():
+    at = open_page(None)
+    at.multiselect(key="task").set_value(["sst2"]).run()
+    at.button_group(key="kind").set_value(["effective"]).run()
+    at.switch_page("dashboard/pages/cost.py").run()
+    assert at.multiselect(key="task").value == ["sst2"]
+    assert at.dataframe[0].value["task"].tolist() == ["SST-2"]
+    at.switch_page("dashboard/pages/finetuning.py").run()
+    assert {line["name"] for line in figures(at)[0]["data"]} == {"SST-2 · effective"}
+
+
+def test_sidebar_widgets_are_bound_to_the_url():
+    at = open_page(None)
+    assert at.selectbox(key="run").proto.query_param_key == "run"
+    assert at.multiselect(key="task").proto.query_param_key == "task"
+    assert {w.key: w.proto.query_param_key for w in at.button_group} == {
+        "layer": "layer", "head": "head", "kind": "kind", "image_format": "image_format"}
+
+
+def test_invalid_url_values_are_ignored_not_fatal():
+    at = open_page("explorer", query={"task": "nosuchtask", "layer": "99", "ex_example": "12345"})
+    assert problems(at) == []
+
+
+def test_pages_never_import_torch_or_effattn(data_root):
+    script = f"""
+import json, sys
+sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(APP.parent)!r}]
+from cache_fixture import open_page
+for page in [None, "patterns", "token_types", "special_tokens", "finetuning", "explorer", "cost"]:
+    open_page(page)
+print(json.dumps({{"torch": "torch" in sys.modules, "effattn": "effattn" in sys.modules}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                            env={**__import__("os").environ, "EFFATTN_DATA": str(data_root)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"torch": False, "effattn": False}
