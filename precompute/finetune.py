@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -146,6 +147,50 @@ def _save_final(run: RunFolder, task: str, model, tokenizer) -> None:
     os.replace(tmp, final)
 
 
+@dataclass
+class _Trainer:
+    """Everything one fine-tuning run needs; ``step`` counts optimizer steps done so far."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    encodings: list[dict]
+    labels: list[float]
+    regression: bool
+    per_epoch: int
+    n_steps: int
+    device: torch.device
+    step: int = 0
+
+    def train_step(self, config: RunConfig) -> float:
+        """One optimizer step on the next batch of the seeded epoch order; returns the loss."""
+        epoch, index = divmod(self.step, self.per_epoch)
+        order = epoch_order(len(self.encodings), epoch, config.seed)
+        rows = order[index * config.batch_size:(index + 1) * config.batch_size]
+        batch = collate(self.tokenizer, [self.encodings[i] for i in rows], [self.labels[i] for i in rows], self.regression)
+        loss = self.model(**{key: value.to(self.device) for key, value in batch.items()}).loss
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        self.step += 1
+        return loss.item()
+
+
+def _build_trainer(task: str, train: pl.DataFrame, base_model: str | Path, config: RunConfig) -> _Trainer:
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    torch.manual_seed(config.seed)  # classifier-head init and dropout
+    device = pick_device(config.device)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = load_classifier(base_model, task, new_head=True).to(device)
+    per_epoch, n_steps = total_steps(len(train), config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=n_steps)
+    return _Trainer(model, tokenizer, optimizer, scheduler, tokenize(tokenizer, train, config.max_seq_len),
+                    train["label"].to_list(), TASKS[task].is_regression, per_epoch, n_steps, device)
+
+
 def run_finetune(run: RunFolder, task: str, train: pl.DataFrame, base_model: str | Path, config: RunConfig) -> bool:
     """Fine-tune ``base_model`` on ``train`` into ``run.checkpoint_dir(task)``; resume if interrupted.
 
@@ -155,50 +200,28 @@ def run_finetune(run: RunFolder, task: str, train: pl.DataFrame, base_model: str
     if run.stage_done("finetune", task):
         return True
     started = time.perf_counter()
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
-    torch.manual_seed(config.seed)  # classifier-head init and dropout
-    device = pick_device(config.device)
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = load_classifier(base_model, task, new_head=True).to(device)
-    encodings = tokenize(tokenizer, train, config.max_seq_len)
-    labels = train["label"].to_list()
-    per_epoch, n_steps = total_steps(len(train), config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=n_steps)
+    trainer = _build_trainer(task, train, base_model, config)
     state_path = run.training_state_dir(task) / STATE_FILE
-    step, seconds_before = _load_state(state_path, model, optimizer, scheduler)
-    first_step, loop_started = step, time.perf_counter()
-    model.train()
-    progress = tqdm(total=n_steps, initial=step, desc=f"finetune {task}", unit="step", dynamic_ncols=True)
-    loss_avg = None
-    while step < n_steps:
-        if config.stop_after_steps is not None and step >= config.stop_after_steps:
-            progress.close()
-            return False
-        epoch, index = divmod(step, per_epoch)
-        rows = epoch_order(len(train), epoch, config.seed)[index * config.batch_size:(index + 1) * config.batch_size]
-        batch = collate(tokenizer, [encodings[i] for i in rows], [labels[i] for i in rows], TASKS[task].is_regression)
-        loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        step += 1
-        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
-        progress.update(1)
-        progress.set_postfix(epoch=epoch + 1, loss=f"{loss_avg:.4f}")
-        if step % config.save_every_steps == 0 or step % per_epoch == 0:
-            elapsed = seconds_before + time.perf_counter() - started
-            _save_state(state_path, model, optimizer, scheduler, step, elapsed)
-    progress.close()
-    model.eval()
-    _save_final(run, task, model.cpu(), tokenizer)
-    session = time.perf_counter() - started
-    seconds = seconds_before + session
+    trainer.step, seconds_before = _load_state(state_path, trainer.model, trainer.optimizer, trainer.scheduler)
+    first_step, loop_started, loss_avg = trainer.step, time.perf_counter(), None
+    trainer.model.train()
+    with tqdm(total=trainer.n_steps, initial=trainer.step, desc=f"finetune {task}", unit="step", dynamic_ncols=True) as progress:
+        while trainer.step < trainer.n_steps:
+            if config.stop_after_steps is not None and trainer.step >= config.stop_after_steps:
+                return False
+            loss = trainer.train_step(config)
+            loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss
+            progress.update(1)
+            progress.set_postfix(epoch=(trainer.step - 1) // trainer.per_epoch + 1, loss=f"{loss_avg:.4f}")
+            if trainer.step % config.save_every_steps == 0 or trainer.step % trainer.per_epoch == 0:
+                _save_state(state_path, trainer.model, trainer.optimizer, trainer.scheduler, trainer.step,
+                            seconds_before + time.perf_counter() - started)
+    steps_per_second = (trainer.n_steps - first_step) / max(time.perf_counter() - loop_started, 1e-9)
+    _save_final(run, task, trainer.model.eval().cpu(), trainer.tokenizer)
     run.update_manifest({"finetune": {task: {
-        "steps": n_steps, "epochs": config.epochs, "train_rows": len(train), "resumed_at_step": first_step,
+        "steps": trainer.n_steps, "epochs": config.epochs, "train_rows": len(train), "resumed_at_step": first_step,
         "batch_size": config.batch_size, "lr": config.lr, "max_seq_len": config.max_seq_len, "seed": config.seed,
-        "final_loss_avg": loss_avg, "steps_per_second": round((n_steps - first_step) / max(time.perf_counter() - loop_started, 1e-9), 3)}}})
-    run.mark_stage_done("finetune", task, seconds=seconds)
+        "final_loss_avg": loss_avg, "steps_per_second": round(steps_per_second, 3)}}})
+    run.mark_stage_done("finetune", task, seconds=seconds_before + time.perf_counter() - started)
     shutil.rmtree(run.training_state_dir(task), ignore_errors=True)
     return True
