@@ -158,9 +158,9 @@ def _read(files: tuple[tuple[str, int, int], ...], table: str, columns: tuple[st
           where: tuple[tuple[str, Any], ...]) -> pl.DataFrame:
     """Scan ``files`` lazily, push ``where`` and ``columns`` down, collect. Keyed on mtimes."""
     paths = [path for path, _, _ in files]
-    for path in paths:
-        _check(path)
     schema = TABLES.get(table)
+    for path in paths if schema is not None else ():  # files outside the schema carry no version
+        _check(path)
     if not paths:
         return pl.DataFrame(schema=schema or {})
     try:
@@ -190,6 +190,11 @@ def read(run: Run, table: str, *, tasks: tuple[str, ...] | None = None, columns:
     clauses = tuple(sorted((column, tuple(value) if isinstance(value, (list, tuple)) else value)
                            for column, value in where.items()))
     return _read(table_files(run, table, tasks), table, tuple(columns) if columns else None, clauses)
+
+
+def read_file(path: str) -> pl.DataFrame:
+    """One Parquet file outside the run-folder schema (e.g. the classifier's evaluation)."""
+    return _read((_mtime(Path(path)),), "", None, ())
 
 
 def has_table(run: Run, table: str, tasks: tuple[str, ...] | None = None) -> bool:

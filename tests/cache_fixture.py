@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from precompute.schema import HEAD_MEASURES, KINDS, PATTERNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from precompute.schema import HEAD_MEASURES, KINDS, PATTERNS
 from precompute.store import RunFolder, Shard
 
 N_LAYERS, N_HEADS, D_HEAD = 6, 4, 8  # tiny model: 6 layers x 4 heads, d_head 8
@@ -130,7 +130,7 @@ def _metrics(task: str) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def write_run(root: str | Path, *, classified: bool = True, seed: int = 0, with_classifier_eval: bool = True) -> Path:
+def write_run(root: str | Path, *, classified: bool = True, seed: int = 0) -> Path:
     """Write a complete synthetic run folder at ``root``; return its path.
 
     ``classified=False`` leaves the pattern columns null and writes no pattern tables (the state
@@ -158,8 +158,6 @@ def write_run(root: str | Path, *, classified: bool = True, seed: int = 0, with_
             run.write_part("pattern_shares", task, shares, shard=shard, chunk=0)
             run.write_part("pattern_grid", task, grid, shard=shard, chunk=0)
         run.mark_stage_done("analyse", task, shard, seconds=1.5)
-    if classified and with_classifier_eval:
-        _write_classifier_eval(Path(root))
     run.update_manifest({
         "created": "2025-01-01T00:00:00", "model": "fixture-minilm", "model_path": "/nowhere",
         "tasks": list(TASKS), "data_source": "glue-dir:/fixture", "device": "cpu",
@@ -172,13 +170,23 @@ def write_run(root: str | Path, *, classified: bool = True, seed: int = 0, with_
     return Path(root)
 
 
-def _write_classifier_eval(root: Path) -> None:
-    """The classifier's held-out scores. Not in precompute.schema.TABLES yet, so written directly."""
-    frame = pl.DataFrame({"pattern": [*PATTERNS, "macro"], "f1": [0.9, 0.8, 0.7, 0.85, 0.75, 0.8],
-                          "support": [10, 10, 10, 10, 10, 50]})
-    path = root / "classifier_eval" / "part-00000-of-00001-00000.parquet"
+def write_classifier_eval(data_root: Path) -> Path:
+    """The classifier's held-out scores, in the shared labels folder beside the runs.
+
+    Same long format as data/pattern_labels/classifier_eval.parquet (issue 4's labelling tool
+    writes it; it is not a run-folder table, so it is written directly).
+    """
+    rows = [{"metric": "macro_f1", "kind": kind, "true_pattern": None, "predicted_pattern": None, "value": value, "n": n}
+            for kind, value, n in (("all", 0.8, 100), ("standard", 0.75, 50), ("effective", 0.85, 50))]
+    rows.append({"metric": "accuracy", "kind": "all", "true_pattern": None, "predicted_pattern": None, "value": 0.82, "n": 100})
+    for i, true in enumerate(PATTERNS):
+        for j, predicted in enumerate(PATTERNS):
+            rows.append({"metric": "confusion", "kind": "all", "true_pattern": true, "predicted_pattern": predicted,
+                         "value": 16.0 if i == j else 1.0, "n": 20})
+    path = Path(data_root) / "pattern_labels" / "classifier_eval.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(path, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION)})
+    pl.DataFrame(rows).write_parquet(path)
+    return path
 
 
 def write_data_root(root: str | Path) -> Path:
@@ -186,6 +194,7 @@ def write_data_root(root: str | Path) -> Path:
     root = Path(root)
     write_run(root / "minilm", classified=True, seed=0)
     write_run(root / "unclassified", classified=False, seed=1)
+    write_classifier_eval(root)
     return root
 
 

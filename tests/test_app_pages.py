@@ -65,7 +65,7 @@ def test_patterns_table2_puts_the_papers_numbers_beside_ours():
 
 def test_patterns_grid_has_one_square_per_selected_head_and_kind():
     at = _page("patterns", query={"layer": ["1", "2"], "head": ["0", "3"]})
-    grid = figures(at)[1]
+    grid = figures(at)[2]
     cells = {(t["customdata"][i][0], y, x) for t in grid["data"] for i, (x, y) in enumerate(zip(t["x"], t["y"]))}
     assert len(cells) == 2 * 2 * 2
     assert {layer for _, layer, _ in cells} == {1, 2} and {head for _, _, head in cells} == {0, 3}
@@ -73,12 +73,20 @@ def test_patterns_grid_has_one_square_per_selected_head_and_kind():
 
 def test_patterns_example_maps_are_of_the_chosen_class_and_kind():
     at = _page("patterns", query={"pt_class": "block", "pt_kind": "effective", "pt_layer": "3"})
-    maps = figures(at)[2]
+    maps = figures(at)[3]
     titles = [trace["name"] for trace in maps["data"]]
     assert titles and all("L3" in title for title in titles)
     assert all(trace["zmid"] == 0 for trace in maps["data"])  # effective maps on a diverging scale
     links = [link.proto.page for link in at.get("page_link")]
     assert links and all(link.endswith("explorer") for link in links)
+
+
+def test_patterns_show_the_classifiers_measured_f1_and_confusion_matrix():
+    at = _page("patterns")
+    assert [m.value for m in at.metric][:4] == ["0.800", "0.750", "0.850", "0.820"]
+    (confusion,) = figures(at)[1]["data"]
+    assert confusion["name"] == "confusion (count of maps)"
+    assert [confusion["z"][i][i] for i in range(5)] == [16.0] * 5
 
 
 def test_clicked_grid_square_is_read_from_the_selection_event():

@@ -4,7 +4,7 @@ example maps of a class, and the classifier's measured F1."""
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data, maps, paper, sidebar
+from dashboard import charts, classifier, data, maps, paper, sidebar
 from dashboard.charts import Panel
 from dashboard.pattern_views import SHORT, clicked_cell, grid_figure, table2, table2_figure
 from precompute.schema import PATTERNS
@@ -34,19 +34,7 @@ st.caption("Paper: BERT-base, ~1,000 dev examples per task, Kovaleva et al.'s CN
            f"{run.manifest.get('model', '?')}, our classifier (below).")
 
 st.subheader("Classifier accuracy")
-evaluation = data.read(run, "classifier_eval") if data.has_table(run, "classifier_eval") else pl.DataFrame()
-if evaluation.is_empty():
-    st.info("No `classifier_eval` table in this run: the classifier's measured F1 is not available yet.")
-else:
-    macro = None
-    if "macro_f1" in evaluation.columns:
-        macro = evaluation["macro_f1"].drop_nulls().mean()
-    elif {"pattern", "f1"} <= set(evaluation.columns):
-        macro_rows = evaluation.filter(pl.col("pattern").is_in(["macro", "macro avg", "macro_f1"]))
-        macro = (macro_rows if not macro_rows.is_empty() else evaluation)["f1"].mean()
-    if macro is not None:
-        st.metric("Macro-F1 on held-out labels", f"{macro:.3f}", help="Kovaleva et al. report F1 0.86 for their CNN")
-    st.dataframe(evaluation, hide_index=True)
+classifier.show(run)
 
 st.subheader("Dominant class per head")
 sidebar.require(selection, "layers", "heads")
