@@ -24,8 +24,7 @@ import numpy as np
 
 PATTERNS = ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")
 FEATURES = (
-    "cls",        # mean row mass on the [CLS] column
-    "sep",        # mean row mass on the [SEP] column(s)
+    "special",    # mean row mass on the [CLS] and [SEP] columns
     "top1_col",   # mean row mass on the single most-attended column
     "top3_col",   # mean row mass on the three most-attended columns
     "self",       # mean mass on the main diagonal (query attends itself)
@@ -53,6 +52,7 @@ FEATURES = (
     "clutter",        # visible cells per query outside the band and the 3 most covered columns
     "block_cover",    # visible-cell density in own-sentence minus cross-sentence keys (off band)
 )
+Z_CLIP = 3.0    # standardised features are clipped to +-Z_CLIP before the linear model
 VISIBLE = 0.25  # a cell at a quarter of the map's maximum is clearly visible in a rendered map
 
 
@@ -99,7 +99,7 @@ def pattern_features(maps: np.ndarray, *, segment_ids=None, sep_positions=None) 
     logp = np.log(np.where(p > 0, p, 1.0))
     entropy = -(p * logp).sum(-1).mean(-1) / np.log(max(n, 2))
     feats = {
-        "cls": col[..., 0], "sep": col[..., special & (np.arange(n) > 0)].sum(-1),
+        "special": col[..., special].sum(-1),
         "top1_col": top[..., 0], "top3_col": top[..., :3].sum(-1),
         "self": diag[0], "prev": diag[-1], "next": diag[1],
         "band": np.maximum(np.maximum(diag[-1], diag[0]), diag[1]),
@@ -188,3 +188,82 @@ def preliminary_guess(weights: np.ndarray, *, segment_ids=None, sep_positions=No
     if vertical or diagonal:
         return "vertical" if vertical else "diagonal"
     return "block" if f["within_far"] > 0.15 else "heterogeneous"
+
+
+def classify_patterns(maps: np.ndarray, *, segment_ids=None, sep_positions=None,
+                      model: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pattern class of every map of one example.
+
+    maps: (..., query, key) standard or effective maps of one unpadded example, e.g.
+      (kind, layer, head, n, n); any sign and row sums (see normalise_rows).
+    segment_ids: (n,) token_type_ids of the example, or sep_positions: the [SEP] indices.
+    model: fitted parameters (default: FITTED, learned from data/pattern_labels/).
+    Returns labels (...) array of PATTERNS strings and scores (..., len(PATTERNS)) float32
+    class probabilities (block is 0 for one-sentence inputs); scores.max(-1) is the confidence.
+    """
+    features = pattern_features(maps, segment_ids=segment_ids, sep_positions=sep_positions)
+    two_sentences = _n_sentences(np.asarray(maps).shape[-1], segment_ids, sep_positions) > 1
+    scores = pattern_scores(features, two_sentences, model=model)
+    return np.asarray(PATTERNS)[scores.argmax(-1)], scores
+
+
+def classify_pattern(weights: np.ndarray, *, segment_ids=None, sep_positions=None) -> tuple[str, float]:
+    """One (n, n) map -> (pattern, confidence)."""
+    labels, scores = classify_patterns(weights, segment_ids=segment_ids, sep_positions=sep_positions)
+    return str(labels), float(scores.max())
+
+
+def pattern_scores(features: np.ndarray, two_sentences, *, model: dict | None = None) -> np.ndarray:
+    """(..., len(FEATURES)) features -> (..., len(PATTERNS)) class probabilities.
+
+    Multinomial logistic regression on standardised features; `block` gets probability 0
+    where two_sentences (broadcast against the leading dims) is False.
+    """
+    model = FITTED if model is None else model
+    # clipped: a map far outside the labelled range must not be decided by extrapolation
+    z = np.clip((features - model["mean"]) / model["scale"], -Z_CLIP, Z_CLIP)
+    logits = z @ np.asarray(model["coef"], np.float32).T + model["intercept"]   # (..., pattern)
+    block = np.arange(len(PATTERNS)) == PATTERNS.index("block")
+    logits = np.where(block & ~np.asarray(two_sentences, bool)[..., None], -np.inf, logits)
+    logits = logits - logits.max(-1, keepdims=True)
+    expd = np.exp(logits)
+    return (expd / expd.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def _n_sentences(n: int, segment_ids, sep_positions) -> int:
+    seg, special = _segments(n, segment_ids, sep_positions)
+    return int(np.unique(seg[~special]).size) if (~special).any() else 1
+
+
+# BEGIN FITTED (written by `python tools/label_patterns.py evaluate --write-model`)
+# multinomial logistic regression, C=1.0, balanced class weights False, on 326 labels
+FITTED = {
+    "mean": np.array([0.271213, 0.237785, 0.346429, 0.046024, 0.112696, 0.069622, 0.164544, 0.134064, 0.069821,
+ 0.6398  , 0.372987, 3.731171, 0.315618, 0.466326, 0.289705, 0.238481, 0.056159, 0.445932,
+ 0.614489, 0.274891, 0.528578, 0.288727, 0.35905 , 0.81377 , 0.017916], np.float32),
+    "scale": np.array([0.223238, 0.202447, 0.223986, 0.030151, 0.205146, 0.138374, 0.227408, 0.187229, 0.13359 ,
+ 0.228856, 0.240586, 0.52033 , 0.235908, 0.272063, 0.228628, 0.271395, 0.039658, 0.312319,
+ 0.321013, 0.309496, 0.310628, 0.194276, 0.327766, 1.945784, 0.052644], np.float32),
+    "coef": np.array([[-0.524728, -0.148112,  1.782086, -0.91145 , -1.203114,  0.24639 , -0.506499, -0.973432,
+   0.734129,  0.76825 , -0.385384, -0.600996,  0.024245,  0.10367 ,  0.788058, -0.836239,
+   0.892542, -0.171849,  1.319372,  0.314831, -0.341929,  0.774447, -0.935395, -0.067381,
+  -0.802199],
+ [-0.476867, -0.013964, -1.495784,  0.619365,  0.447755,  0.179466,  0.770486,  1.048217,
+  -0.871228, -1.289015,  0.786444,  1.322939,  0.698383, -0.83541 , -0.123077,  0.214833,
+  -0.380649,  0.489199, -0.270104,  0.361805,  0.322741, -1.024093,  0.62486 , -0.500628,
+   0.484285],
+ [ 0.574079, -0.166039,  0.017356,  0.685984,  0.800821,  0.457792,  0.699566, -0.121757,
+  -1.143806, -0.24262 , -0.371605, -0.133763,  0.557203,  0.702422, -0.174541,  1.007261,
+  -1.397768, -0.404289, -0.537736,  0.353281,  0.51298 ,  0.487809,  0.390449, -0.272198,
+   0.08815 ],
+ [-0.247366,  0.178516,  0.121654,  0.231627,  0.46728 , -0.567665, -0.234121,  1.113885,
+   0.873933,  0.437725, -0.553889, -0.635135, -0.68475 , -0.145649, -0.109776,  0.240111,
+   0.357456, -0.092422, -0.029514, -0.585783, -0.466664, -0.041173,  0.246156, -0.216953,
+   0.671721],
+ [ 0.674882,  0.149598, -0.425312, -0.625527, -0.512741, -0.315983, -0.729431, -1.066914,
+   0.40697 ,  0.325658,  0.524434,  0.046956, -0.595082,  0.174966, -0.380665, -0.625965,
+   0.528418,  0.179361, -0.482017, -0.444134, -0.027128, -0.196989, -0.326071,  1.05716 ,
+  -0.441958]], np.float32),
+    "intercept": np.array([-0.982434,  1.930029,  0.40962 , -2.192388,  0.835173], np.float32),
+}
+# END FITTED

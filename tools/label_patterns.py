@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import sys
 from pathlib import Path
@@ -281,6 +282,163 @@ def record(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- evaluate
+def label_features(labels: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """labels.parquet rows -> (features (row, feature), pattern index (row,), two_sentences (row,))."""
+    from effattn.patterns import pattern_features
+
+    features = np.stack([
+        pattern_features(np.asarray(w, np.float32).reshape(n, n), segment_ids=np.asarray(s))
+        for w, n, s in zip(labels["weights"], labels["seq_len"], labels["segment_ids"])])
+    y = np.array([PATTERNS.index(p) for p in labels["pattern"]])
+    return features, y, labels["n_segments"].to_numpy() > 1
+
+
+@functools.lru_cache(maxsize=1)
+def archetype_training_set(per_class: int = 20, seed: int = 1234) -> tuple[np.ndarray, np.ndarray]:
+    """Features and classes of generated archetypes (both kinds, one and two sentences).
+
+    Added to every training fold (never to a test fold) so that textbook maps, e.g. [SEP]
+    stripes that MiniLM seldom draws, are classified as such."""
+    from effattn.archetypes import archetype
+    from effattn.patterns import pattern_features
+
+    rng = np.random.default_rng(seed)
+    features, y = [], []
+    for c, pattern in enumerate(PATTERNS):
+        for i in range(per_class):
+            weights, seg = archetype(pattern, rng, kind=("standard", "effective")[i % 2],
+                                     two_sentences=pattern == "block" or i % 4 < 2)
+            features.append(pattern_features(weights, segment_ids=seg))
+            y.append(c)
+    return np.stack(features), np.array(y)
+
+
+def fit_logistic(features, y, *, C: float = 1.0, balanced: bool = False,
+                 augment: bool = True) -> dict:
+    """Multinomial logistic regression on standardised, clipped features -> FITTED dict.
+    With augment, generated archetypes join the training rows."""
+    from sklearn.linear_model import LogisticRegression
+    from effattn.patterns import Z_CLIP
+
+    if augment:
+        extra_x, extra_y = archetype_training_set()
+        features, y = np.concatenate([features, extra_x]), np.concatenate([y, extra_y])
+    mean, scale = features.mean(0), features.std(0) + 1e-6
+    z = np.clip((features - mean) / scale, -Z_CLIP, Z_CLIP)
+    lr = LogisticRegression(C=C, max_iter=5000, class_weight="balanced" if balanced else None)
+    lr.fit(z, y)
+    coef = np.zeros((len(PATTERNS), features.shape[1]))
+    intercept = np.full(len(PATTERNS), -1e9)  # a class absent from the training fold
+    coef[lr.classes_], intercept[lr.classes_] = lr.coef_, lr.intercept_
+    return {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32),
+            "coef": coef.astype(np.float32), "intercept": intercept.astype(np.float32), "C": C,
+            "balanced": balanced}
+
+
+GRID = [dict(C=C, balanced=b) for C in (0.3, 1.0, 3.0) for b in (False, True)]
+
+
+def fit_selecting_C(features, y, two, *, seed=0) -> dict:
+    """Choose C and class weighting by an inner stratified 5-fold CV on the given (training)
+    rows only, then refit on all of them."""
+    from sklearn.metrics import f1_score
+
+    def inner_f1(i):
+        fit = lambda f, t, _: fit_logistic(f, t, **GRID[i])  # noqa: E731
+        pred = cross_validated_predictions(features, y, two, fit, n_splits=5, seed=seed)
+        return f1_score(y, pred, average="macro")
+    best = max(range(len(GRID)), key=inner_f1)
+    return fit_logistic(features, y, **GRID[best])
+
+
+def cross_validated_predictions(features, y, two, fit, *, n_splits=5, seed=0) -> np.ndarray:
+    """Out-of-fold predictions: each row is predicted by a model fitted without it."""
+    from sklearn.model_selection import StratifiedKFold
+    from effattn.patterns import pattern_scores
+
+    pred = np.full(len(y), -1)
+    folds = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
+    for train, test in folds.split(features, y):
+        model = fit(features[train], y[train], two[train])
+        pred[test] = pattern_scores(features[test], two[test], model=model).argmax(-1)
+    return pred
+
+
+def evaluation_table(labels: pl.DataFrame, *, repeats: int = 5, n_splits: int = 5) -> pl.DataFrame:
+    """Held-out scores of the classifier (nested CV: C chosen inside each training fold).
+
+    Long format: metric, kind, true_pattern, predicted_pattern, value, n. The confusion matrix,
+    per-class scores and macro_f1 come from repeat 0 (every label predicted exactly once);
+    macro_f1_mean/_std summarise all repeats (different fold splits).
+    """
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    features, y, two = label_features(labels)
+    fit = lambda f, t, tw: fit_selecting_C(f, t, tw)  # noqa: E731
+    preds = [cross_validated_predictions(features, y, two, fit, n_splits=n_splits, seed=r)
+             for r in range(repeats)]
+    rows = []
+    add = lambda metric, value, n, kind="all", t=None, p=None: rows.append(  # noqa: E731
+        dict(metric=metric, kind=kind, true_pattern=t, predicted_pattern=p, value=float(value), n=n))
+    macro = [f1_score(y, pred, average="macro") for pred in preds]
+    add("macro_f1", macro[0], len(y))
+    add("macro_f1_mean", np.mean(macro), len(y))
+    add("macro_f1_std", np.std(macro), len(y))
+    add("accuracy", (preds[0] == y).mean(), len(y))
+    kinds = labels["kind"].to_numpy()
+    for kind in ("standard", "effective"):
+        mask = kinds == kind
+        add("macro_f1", f1_score(y[mask], preds[0][mask], average="macro"), int(mask.sum()), kind)
+    prec, rec, f1, support = precision_recall_fscore_support(y, preds[0], labels=range(len(PATTERNS)))
+    for i, pattern in enumerate(PATTERNS):
+        for metric, values in (("f1", f1), ("precision", prec), ("recall", rec)):
+            add(metric, values[i], int(support[i]), t=pattern)
+        for j, predicted in enumerate(PATTERNS):
+            add("confusion", ((y == i) & (preds[0] == j)).sum(), int(support[i]), t=pattern, p=predicted)
+    twice = labels.filter(pl.col("first_pattern").is_not_null())
+    if twice.height:
+        add("labeller_self_agreement_macro_f1",
+            f1_score(twice["first_pattern"], twice["pattern"], average="macro"), twice.height)
+        add("labeller_self_agreement_accuracy",
+            (twice["first_pattern"] == twice["pattern"]).mean(), twice.height)
+    return pl.DataFrame(rows, schema={"metric": pl.String, "kind": pl.String,
+                                      "true_pattern": pl.String, "predicted_pattern": pl.String,
+                                      "value": pl.Float64, "n": pl.Int64})
+
+
+def write_model(model: dict) -> None:
+    """Replace the FITTED block of effattn/patterns.py with the fitted parameters."""
+    path = REPO / "effattn" / "patterns.py"
+    text = path.read_text()
+    start = text.index("# BEGIN FITTED")
+    end = text.index("# END FITTED")
+    fmt = lambda a: np.array2string(np.asarray(a), separator=", ", precision=6,  # noqa: E731
+                                    max_line_width=96, threshold=10**6)
+    body = (f"# BEGIN FITTED (written by `python tools/label_patterns.py evaluate --write-model`)\n"
+            f"# multinomial logistic regression, C={model['C']}, balanced class weights "
+            f"{model['balanced']}, on {model['n']} labels\n"
+            f"FITTED = {{\n    \"mean\": np.array({fmt(model['mean'])}, np.float32),\n"
+            f"    \"scale\": np.array({fmt(model['scale'])}, np.float32),\n"
+            f"    \"coef\": np.array({fmt(model['coef'])}, np.float32),\n"
+            f"    \"intercept\": np.array({fmt(model['intercept'])}, np.float32),\n}}\n")
+    path.write_text(text[:start] + body + text[end:])
+
+
+def evaluate(args) -> int:
+    labels = pl.read_parquet(LABELS_PATH)
+    table = evaluation_table(labels, repeats=args.repeats)
+    table.write_parquet(EVAL_PATH)
+    with pl.Config(tbl_rows=200):
+        print(table.filter(pl.col("metric") != "confusion"))
+    print(table.filter(pl.col("metric") == "confusion")
+          .pivot(on="predicted_pattern", index="true_pattern", values="value"))
+    if args.write_model:
+        features, y, two = label_features(labels)
+        write_model({**fit_selecting_C(features, y, two), "n": len(y)})
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="map cache folder")
@@ -304,8 +462,12 @@ def main(argv=None) -> int:
     p = sub.add_parser("record", help="record the labels of a rendered grid")
     p.add_argument("--name", required=True)
     p.add_argument("labels", nargs="+", help='"1=v 2=h ..." (v, d, vd, b, h)')
+    p = sub.add_parser("evaluate", help="cross-validate on the labels, write classifier_eval")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--write-model", action="store_true", help="refit on all labels into patterns.py")
     args = parser.parse_args(argv)
-    return {"sample": sample, "render": render, "record": record}[args.command](args)
+    commands = {"sample": sample, "render": render, "record": record, "evaluate": evaluate}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
