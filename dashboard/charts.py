@@ -51,7 +51,7 @@ def _range(panel: Panel) -> tuple[float, float]:
 
 def heatmaps(panels: list[Panel], *, height: int | None = None, reverse_y: bool = True,
              x_title: str = "head", y_title: str = "layer", cols: int | None = None,
-             shared_y: bool = True) -> go.Figure:
+             shared_y: bool = True, square: bool = False) -> go.Figure:
     """Side-by-side heatmaps, each with its own colour bar; ``shared_y`` when all panels have the same rows."""
     cols = cols or len(panels)
     rows = -(-len(panels) // cols)
@@ -75,6 +75,9 @@ def heatmaps(panels: list[Panel], *, height: int | None = None, reverse_y: bool 
         fig.update_xaxes(title_text=x_title if row == rows - 1 else None, row=row + 1, col=col + 1, type="category")
         fig.update_yaxes(title_text=y_title if col == 0 else None, row=row + 1, col=col + 1, type="category",
                          autorange="reversed" if reverse_y else True)
+        if square:  # one cell = one square: maps keep their shape however wide the page is
+            fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", constrain="domain", row=row + 1, col=col + 1)
+            fig.update_xaxes(constrain="domain", row=row + 1, col=col + 1)
     fig.update_layout(height=height or 120 + 260 * rows, margin={"l": 10, "r": 10, "t": 50, "b": 10})
     return fig
 

@@ -29,6 +29,8 @@ DATA_ENV = "EFFATTN_DATA"
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 REMOTE_TTL_SECONDS = 300  # how long a remote listing or manifest is trusted before re-fetching
 RERUN = "re-run `python -m precompute ... --force`"
+TASK_ORDER = ("rte", "mrpc", "qnli", "sst2", "stsb")  # the paper's column order
+_TASK_TABLES = ("metrics", "examples", "head_summary")  # any of these means a task has results
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,17 @@ class Run:
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        return tuple(self.manifest.get("tasks") or ())
+        """The run's tasks in the paper's order (RTE, MRPC, QNLI, SST-2, STS-B), others after."""
+        order = list(TASK_ORDER)
+        tasks = self.manifest.get("tasks") or ()
+        return tuple(sorted(tasks, key=lambda t: (order.index(t) if t in order else len(order), t)))
+
+    def tasks_with_data(self) -> tuple[str, ...]:
+        """Tasks that already have cached rows (a run in progress lists tasks it has not reached)."""
+        if remote.is_url(self.location):
+            return self.tasks
+        root = Path(self.location)
+        return tuple(t for t in self.tasks if any((root / table / f"task={t}").is_dir() for table in _TASK_TABLES))
 
     @property
     def n_layers(self) -> int:

@@ -46,7 +46,9 @@ def render() -> Selection:
                              help=f"Run folders found under {data_location()}")
     run = load_run(name, runs[name])
     tasks = list(run.tasks)
-    picked_tasks = sidebar.multiselect("Tasks", tasks, default=tasks, key="task", bind="query-params")
+    ready = list(run.tasks_with_data()) or tasks  # default: the tasks that have results
+    picked_tasks = sidebar.multiselect("Tasks", tasks, default=ready, key="task", bind="query-params",
+                                       help="Tasks of this run; by default those with cached results")
     layers, heads = list(range(run.n_layers)), list(range(run.n_heads))
     picked_layers = sidebar.pills("Layers", layers, selection_mode="multi", default=layers,
                                   key="layer", bind="query-params")

@@ -64,7 +64,7 @@ if "standard" in selection.kinds:
 if "effective" in selection.kinds:
     panels.append(Panel("effective A_eff", attn_eff.tolist(), labels, labels, diverging=True, hover=hover))
 panels.append(Panel("null A − A_eff", attn_null.tolist(), labels, labels, diverging=True, hover=hover))
-fig = charts.heatmaps(panels, height=min(1000, max(460, 160 + 7 * n)), x_title="key", y_title="query")
+fig = charts.heatmaps(panels, height={3: 480, 2: 620}.get(len(panels), 820), x_title="key", y_title="query", square=True)
 fig.update_xaxes(tickangle=-60, tickfont={"size": 9 if n > 40 else 11})
 fig.update_yaxes(tickfont={"size": 9 if n > 40 else 11})
 grid = pl.DataFrame({
@@ -73,4 +73,6 @@ grid = pl.DataFrame({
     "standard": attn.ravel(), "effective": attn_eff.ravel(), "null": attn_null.ravel()})
 charts.show(fig, grid, f"maps_{task}_ex{example_id}_L{layer}_H{head}")
 st.caption("Labels are `position token` (B: marks the second sentence). Effective and null panels use a diverging "
-           "scale centred at 0: red positive, blue negative; effective weights can be negative or above 1.")
+           "scale centred at 0: red positive, blue negative; effective weights can be negative or above 1. Drag to "
+           "zoom into a block of rows (the paper's Fig. 2 shows the last rows); double-click to reset. Fewer kinds "
+           "in the sidebar give larger panels.")

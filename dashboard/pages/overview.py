@@ -8,7 +8,7 @@ from dashboard.charts import KIND_COLORS
 from dashboard.findings import findings
 from precompute.schema import KINDS, TASKS
 
-VERDICT_ICONS = {"holds": "✅ holds", "does not hold": "❌ does not hold", "not computed yet": "⏳ not computed yet"}
+VERDICT_ICONS = {"holds": "✓ holds", "does not hold": "✗ does not hold", "not computed yet": "… not computed yet"}
 
 selection = sidebar.current()
 run, manifest = selection.run, selection.run.manifest
@@ -21,7 +21,7 @@ cols = st.columns([3, 1, 1, 1, 1])
 cols[0].metric("Model", str(manifest.get("model", "?")))
 cols[1].metric("Layers × heads", f"{run.n_layers} × {run.n_heads}")
 cols[2].metric("d_head", str(run.d_head or "?"))
-cols[3].metric("Tasks", str(len(run.tasks)))
+cols[3].metric("Tasks with results", f"{len(run.tasks_with_data())} of {len(run.tasks)}")
 cols[4].metric("Device", str(manifest.get("device", "?")))
 
 sidebar.require(selection, "tasks")

@@ -84,7 +84,7 @@ for example_id, lay, hd, score in top.iter_rows():
     labels = maps.token_labels(tokens[example_id]["tokens"], attn.shape[0], tokens[example_id]["segment_ids"])
     panels.append(Panel(f"ex {example_id} · L{lay} H{hd}", attn.tolist(), labels, labels, diverging=kind != "standard",
                         hover={"x": "key", "y": "query", "z": "weight"}))
-fig = charts.heatmaps(panels, cols=3, x_title="", y_title="", shared_y=False)
+fig = charts.heatmaps(panels, cols=3, x_title="", y_title="", shared_y=False, square=True)
 fig.update_xaxes(showticklabels=False)
 fig.update_yaxes(showticklabels=False)
 charts.show(fig, top.with_columns(pl.lit(task).alias("task"), pl.lit(kind).alias("kind")), f"pattern_examples_{task}_{cls}")
