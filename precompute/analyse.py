@@ -98,5 +98,8 @@ def run_analyse(run: RunFolder, tasks: list[str]) -> None:
         if measures.select(pl.col("pattern").is_not_null().any()).collect().item():
             tables["pattern_shares"] = pattern_shares(measures)
             tables["pattern_grid"] = pattern_grid(measures)
+        else:  # no classes (any more): drop pattern tables of an earlier analysis
+            run.clear("pattern_shares", task)
+            run.clear("pattern_grid", task)
         for table, frame in tables.items():
             run.write_part(table, task, frame.collect(engine="streaming"), shard=Shard(), chunk=0)
