@@ -18,15 +18,21 @@ Label codes: v vertical, d diagonal, vd vertical+diagonal, b block, h heterogene
 """
 from __future__ import annotations
 
-import argparse
-import datetime
-import functools
-import json
-import sys
-from pathlib import Path
+import os
 
-import numpy as np
-import polars as pl
+# Many tiny scikit-learn fits: BLAS threads only contend with each other on a shared CPU.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -196,6 +202,8 @@ def _select(args, labelled: set) -> list[dict]:
     pool = _candidates(args.cache, labelled, rng)
     if args.kind:
         pool = [k for k in pool if k["kind"] == args.kind]
+    if args.only_model:
+        pool = [k for k in pool if k["model"] == args.only_model]
     if not args.stratify and not args.guessed:
         return pool[: args.n]
     quota = {pattern: args.n // len(PATTERNS) for pattern in PATTERNS}
@@ -457,6 +465,7 @@ def main(argv=None) -> int:
     p.add_argument("--kind", choices=["standard", "effective"], default=None)
     p.add_argument("--stratify", action="store_true", help="equal quota per preliminary guess")
     p.add_argument("--relabel", action="store_true", help="second blind pass over labelled maps")
+    p.add_argument("--only-model", default=None, help="only maps of this --model-name")
     p.add_argument("--guessed", choices=sorted(CODES), help="only maps preliminarily guessed so")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("record", help="record the labels of a rendered grid")
