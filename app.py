@@ -13,6 +13,7 @@ the page alone, without this router and its sidebar.
 from __future__ import annotations
 
 import logging
+import time
 
 import streamlit as st
 
@@ -46,6 +47,7 @@ python -m precompute --tasks rte,mrpc,qnli,sst2,stsb --glue-dir ../shared/glue -
 
 
 def main() -> None:
+    start = time.perf_counter()
     page = st.navigation(PAGES, position="sidebar", expanded=True)
     try:
         st.session_state["_selection"] = sidebar.render()
@@ -60,6 +62,8 @@ def main() -> None:
         logging.getLogger("effattn.dashboard").exception("page %s failed", page.title)
         st.error(f"This page failed ({type(error).__name__}: {error}). The server log has the details; "
                  "please report it with the URL of this view.", icon=":material/error:")
+    finally:  # server-side render time of this run (benchmarks/page_render.py reads it)
+        st.session_state["_render_seconds"] = time.perf_counter() - start
 
 
 main()

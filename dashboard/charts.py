@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
@@ -28,7 +29,7 @@ class Panel:
     """One heatmap of a multi-panel figure: z[row][col] over y (rows) and x (columns)."""
 
     title: str
-    z: list[list[float | None]]
+    z: np.ndarray  # (rows, columns) float, NaN where missing; numpy keeps plotly's validation fast
     x: Sequence
     y: Sequence
     diverging: bool = False
@@ -40,13 +41,14 @@ class Panel:
 def _range(panel: Panel) -> tuple[float, float]:
     if panel.zrange is not None:
         return panel.zrange
-    values = [v for row in panel.z for v in row if v is not None]
-    if not values:
+    z = np.asarray(panel.z, dtype=float)
+    if not np.isfinite(z).any():
         return (0.0, 1.0)
+    low, high = float(np.nanmin(z)), float(np.nanmax(z))
     if panel.diverging:
-        bound = max(abs(min(values)), abs(max(values))) or 1.0
+        bound = max(abs(low), abs(high)) or 1.0
         return (-bound, bound)
-    return (min(0.0, min(values)), max(values) or 1.0)
+    return (min(0.0, low), high or 1.0)
 
 
 def heatmaps(panels: list[Panel], *, height: int | None = None, reverse_y: bool = True,
@@ -57,6 +59,7 @@ def heatmaps(panels: list[Panel], *, height: int | None = None, reverse_y: bool 
     rows = -(-len(panels) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title for p in panels], shared_yaxes=shared_y,
                         horizontal_spacing=0.07 if cols > 1 else 0.02, vertical_spacing=0.32 / rows if rows > 1 else 0.1)
+    traces, axes = [], {}
     for i, panel in enumerate(panels):
         row, col = divmod(i, cols)
         zmin, zmax = _range(panel)
@@ -64,31 +67,34 @@ def heatmaps(panels: list[Panel], *, height: int | None = None, reverse_y: bool 
         template = f"{labels['y']} %{{y}}<br>{labels['x']} %{{x}}<br>{labels['z']} %{{z:.4f}}"
         if panel.text is not None:
             template += "<br>%{text}"
-        xaxis = fig.get_subplot(row + 1, col + 1).xaxis
-        domain = xaxis.domain if xaxis.domain else (0, 1)
-        fig.add_trace(go.Heatmap(
-            z=panel.z, x=list(panel.x), y=list(panel.y), text=panel.text, zmin=zmin, zmax=zmax,
+        suffix = str(i + 1) if i else ""  # make_subplots names axes x, x2, x3, ... row by row
+        domain = fig.layout[f"xaxis{suffix}"].domain or (0, 1)
+        traces.append(go.Heatmap(
+            z=np.asarray(panel.z, dtype=float), x=list(panel.x), y=list(panel.y), text=panel.text, zmin=zmin, zmax=zmax,
             colorscale=DIVERGING if panel.diverging else SEQUENTIAL, zmid=0 if panel.diverging else None,
-            hovertemplate=template + "<extra></extra>", name=panel.title,
+            hovertemplate=template + "<extra></extra>", name=panel.title, xaxis=f"x{suffix}", yaxis=f"y{suffix}",
             colorbar={"x": domain[1] + 0.005, "len": 0.85 / rows, "y": 1 - (row + 0.5) / rows, "thickness": 10},
-        ), row=row + 1, col=col + 1)
-        fig.update_xaxes(title_text=x_title if row == rows - 1 else None, row=row + 1, col=col + 1, type="category")
-        fig.update_yaxes(title_text=y_title if col == 0 else None, row=row + 1, col=col + 1, type="category",
-                         autorange="reversed" if reverse_y else True)
-        if square:  # one cell = one square: maps keep their shape however wide the page is
-            fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", constrain="domain", row=row + 1, col=col + 1)
-            fig.update_xaxes(constrain="domain", row=row + 1, col=col + 1)
+        ))
+        # one cell = one square with ``square``: maps keep their shape however wide the page is
+        axes[f"xaxis{suffix}"] = {"title": {"text": x_title if row == rows - 1 else None}, "type": "category",
+                                  **({"constrain": "domain"} if square else {})}
+        axes[f"yaxis{suffix}"] = {"title": {"text": y_title if col == 0 else None}, "type": "category",
+                                  "autorange": "reversed" if reverse_y else True,
+                                  **({"scaleanchor": f"x{suffix}", "constrain": "domain"} if square else {})}
+    fig.add_traces(traces)  # one call: plotly validates per call, and this is the slow part of a page
+    fig.update_layout(axes)
     fig.update_layout(height=height or 120 + 260 * rows, margin={"l": 10, "r": 10, "t": 50, "b": 10})
     return fig
 
 
 def matrix(frame: pl.DataFrame, value: str, *, rows: str = "layer", cols: str = "head",
-           row_values: Sequence | None = None, col_values: Sequence | None = None) -> tuple[list, list, list[list]]:
-    """(row labels, column labels, z) of ``value`` from a long frame; None where missing."""
+           row_values: Sequence | None = None, col_values: Sequence | None = None) -> tuple[list, list, np.ndarray]:
+    """(row labels, column labels, z) of ``value`` from a long frame; NaN where missing."""
     row_values = list(row_values if row_values is not None else sorted(frame[rows].unique().to_list()))
     col_values = list(col_values if col_values is not None else sorted(frame[cols].unique().to_list()))
     lookup = {(r, c): v for r, c, v in frame.select(rows, cols, value).iter_rows()}
-    z = [[lookup.get((r, c)) for c in col_values] for r in row_values]
+    z = np.array([[lookup.get((r, c)) for c in col_values] for r in row_values], dtype=float).reshape(
+        len(row_values), len(col_values))  # None -> NaN
     return row_values, col_values, z
 
 

@@ -222,10 +222,28 @@ def open_page(page: str | None = None, *, query: dict | None = None):
 
 
 def figures(at) -> list[dict]:
-    """The plotly figure specs (data + layout) of every chart on the page, in order."""
+    """The plotly figure specs (data + layout) of every chart on the page, in order.
+
+    Numeric arrays come back as nested lists (plotly ships numpy arrays as base64 "bdata").
+    """
     import json
 
-    return [json.loads(element.proto.spec) for element in at.get("plotly_chart")]
+    return [_decode(json.loads(element.proto.spec)) for element in at.get("plotly_chart")]
+
+
+def _decode(value):
+    import base64
+
+    if isinstance(value, dict):
+        if "bdata" in value and "dtype" in value:
+            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+            if "shape" in value:
+                array = array.reshape([int(n) for n in str(value["shape"]).split(",")])
+            return array.tolist()
+        return {key: _decode(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decode(item) for item in value]
+    return value
 
 
 def chart_configs(at) -> list[dict]:

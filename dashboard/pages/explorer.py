@@ -60,10 +60,10 @@ labels = maps.token_labels(row["tokens"], n, row["segment_ids"])
 hover = {"x": "key", "y": "query", "z": "weight"}
 panels = []
 if "standard" in selection.kinds:
-    panels.append(Panel("standard A", attn.tolist(), labels, labels, hover=hover))
+    panels.append(Panel("standard A", attn, labels, labels, hover=hover))
 if "effective" in selection.kinds:
-    panels.append(Panel("effective A_eff", attn_eff.tolist(), labels, labels, diverging=True, hover=hover))
-panels.append(Panel("null A − A_eff", attn_null.tolist(), labels, labels, diverging=True, hover=hover))
+    panels.append(Panel("effective A_eff", attn_eff, labels, labels, diverging=True, hover=hover))
+panels.append(Panel("null A − A_eff", attn_null, labels, labels, diverging=True, hover=hover))
 fig = charts.heatmaps(panels, height={3: 480, 2: 620}.get(len(panels), 820), x_title="key", y_title="query", square=True)
 fig.update_xaxes(tickangle=-60, tickfont={"size": 9 if n > 40 else 11})
 fig.update_yaxes(tickfont={"size": 9 if n > 40 else 11})

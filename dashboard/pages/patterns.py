@@ -82,7 +82,7 @@ for example_id, lay, hd, score in top.iter_rows():
     if attn is None:
         continue
     labels = maps.token_labels(tokens[example_id]["tokens"], attn.shape[0], tokens[example_id]["segment_ids"])
-    panels.append(Panel(f"ex {example_id} · L{lay} H{hd}", attn.tolist(), labels, labels, diverging=kind != "standard",
+    panels.append(Panel(f"ex {example_id} · L{lay} H{hd}", attn, labels, labels, diverging=kind != "standard",
                         hover={"x": "key", "y": "query", "z": "weight"}))
 fig = charts.heatmaps(panels, cols=3, x_title="", y_title="", shared_y=False, square=True)
 fig.update_xaxes(showticklabels=False)

@@ -1,5 +1,6 @@
 """Token types (Fig. 1): the [CLS] query row's weight on NOUN, PRON, VERB, [SEP], [CLS], PUNCT per head."""
 
+import numpy as np
 import polars as pl
 import streamlit as st
 
@@ -47,7 +48,7 @@ for task in sorted(groups, key=lambda t: list(selection.tasks).index(t) if t in 
         _, _, sd = charts.matrix(part, "std", rows="token_type", cols="head", row_values=order,
                                  col_values=selection.heads)
         _, _, n = charts.matrix(part, "n", rows="token_type", cols="head", row_values=order, col_values=selection.heads)
-        text = [[f"sd {s:.3f}, n {c}" if s is not None else "" for s, c in zip(srow, nrow)] for srow, nrow in zip(sd, n)]
+        text = [[f"sd {s:.3f}, n {c:.0f}" if np.isfinite(s) else "" for s, c in zip(srow, nrow)] for srow, nrow in zip(sd, n)]
         panels.append(Panel(f"{paper.task_label(task)} · {kind}", z, heads, types, diverging=kind != "standard",
                             text=text, hover={"x": "head", "y": "type", "z": "weight"}))
 fig = charts.heatmaps(panels, cols=len(selection.kinds), y_title="token type",
