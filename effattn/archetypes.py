@@ -41,8 +41,9 @@ def archetype(pattern: str, rng: np.random.Generator, *, n: int | None = None,
     return weights.astype(np.float32), seg
 
 
-def _vertical(n, seg, specials, rng):
-    cols = rng.choice(specials, size=min(len(specials), int(rng.integers(1, 3))), replace=False)
+def _vertical(n, seg, specials, rng, max_columns=2):
+    size = min(len(specials), int(rng.integers(1, max_columns + 1)))
+    cols = rng.choice(specials, size=size, replace=False)
     out = np.zeros((n, n))
     out[:, cols] = rng.dirichlet(np.ones(len(cols)), size=n)
     return out
@@ -57,8 +58,9 @@ def _diagonal(n, seg, specials, rng):
 
 
 def _vertical_diagonal(n, seg, specials, rng):
-    mix = rng.uniform(0.4, 0.6)
-    return mix * _vertical(n, seg, specials, rng) + (1 - mix) * _diagonal(n, seg, specials, rng)
+    mix = rng.uniform(0.4, 0.6)  # one stripe and one diagonal of similar strength
+    return (mix * _vertical(n, seg, specials, rng, max_columns=1)
+            + (1 - mix) * _diagonal(n, seg, specials, rng))
 
 
 def _block(n, seg, specials, rng):
