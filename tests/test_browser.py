@@ -169,3 +169,22 @@ def test_sidebar_selection_survives_a_page_switch_in_chromium(server, browser):
     main = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
     assert "mean [CLS] weight, effective" in main and "mean [CLS] weight, standard" not in main
     assert _problems(browser) == []
+
+
+def test_clicking_a_grid_square_shows_maps_of_that_head_and_class_in_chromium(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{server}/patterns?pt_task=rte")
+    _wait_for_page(browser, "Attention patterns", True)
+    squares = lambda d: [p for p in d.find_elements(By.CSS_SELECTOR, ".scatterlayer .point")]  # noqa: E731
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda d: len(squares(d)) >= 4)
+    ActionChains(browser).move_to_element(squares(browser)[3]).click().perform()
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda d: "pt_layer=" in d.current_url and "pt_head=" in d.current_url)
+    _wait_for_page(browser, "Attention patterns", True)
+    layer = browser.current_url.split("pt_layer=")[1].split("&")[0]
+    head = browser.current_url.split("pt_head=")[1].split("&")[0]
+    WebDriverWait(browser, WAIT_SECONDS).until(
+        lambda d: f"layer {layer} · head {head}" in d.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text)
+    assert _problems(browser) == []
