@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["EFFATTN_DATA"] = args.data
     sys.path.insert(0, str(REPO))
+    local = Path(args.data)
+    if not args.data.startswith(("http://", "https://")) and not (
+            (local / "manifest.json").is_file() or any(local.glob("*/manifest.json"))):
+        print(json.dumps({"benchmark": "page_render", "data": args.data,
+                          "error": "no run folder (with manifest.json) there: run `python -m precompute` first"}))
+        return 2
 
     import streamlit as st
     from streamlit.testing.v1 import AppTest
