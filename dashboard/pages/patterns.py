@@ -58,9 +58,10 @@ else:
                 key="pt_grid", on_select=_on_click)
 
 st.subheader("Example maps of a class")
-cls = st.pills("Class", PATTERNS, default="vertical", required=True, key="pt_class", bind="query-params")
-c2, c3, c4 = st.columns([2, 1, 1])
-kind = c2.pills("Kind", kinds, default=kinds[0], required=True, key="pt_kind", bind="query-params")
+# selectboxes (no explicit default) because a grid click sets them through st.session_state
+c1, c2, c3, c4 = st.columns(4)
+cls = c1.selectbox("Class", PATTERNS, key="pt_class", bind="query-params")
+kind = c2.selectbox("Kind", kinds, key="pt_kind", bind="query-params")
 layer = c3.selectbox("Layer", ["any", *selection.layers], key="pt_layer", bind="query-params", format_func=str)
 head = c4.selectbox("Head", ["any", *selection.heads], key="pt_head", bind="query-params", format_func=str)
 sample = maps.sample_examples(run, task)
