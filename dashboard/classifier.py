@@ -53,6 +53,10 @@ def show(run: Run) -> None:
         col.metric(label, "–" if value is None else f"{value:.3f}", help=None if n is None else f"{n} labelled maps")
     st.caption("Kovaleva et al. report F1 0.86 for their CNN (labels and weights never published). Ours is measured "
                "only on held-out labels (cross-validation).")
+    per_class = frame.filter(pl.col("metric").is_in(["precision", "recall", "f1"]) & (pl.col("kind") == "all"))
+    if not per_class.is_empty() and "true_pattern" in per_class.columns:
+        st.dataframe(per_class.pivot(on="metric", index="true_pattern", values="value").rename({"true_pattern": "class"}),
+                     hide_index=True)
     confusion = frame.filter((pl.col("metric") == "confusion") & (pl.col("kind") == "all"))
     if confusion.is_empty() or not {"true_pattern", "predicted_pattern"} <= set(confusion.columns):
         return
