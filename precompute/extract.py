@@ -13,6 +13,8 @@ Nothing accumulates across chunks, so memory stays flat as the eval set grows.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,11 @@ except ImportError:
     classify_patterns = None
 
 CHUNK_EXAMPLES = 64  # examples per part file; fixed so that chunk numbers mean the same on resume
+# Torch intra-op threads while extracting. The per-example decomposition issues thousands of tiny
+# linalg calls, which OpenMP threads slow down badly: 64 RTE examples on MiniLM took 584 s wall /
+# 178 CPU-s with 2 threads on a shared 2-core machine, 25 s / 8.7 CPU-s with 1. More cores are
+# better used as `--shard i/N` processes.
+EXTRACT_THREADS = 1
 
 
 class InjectedFailure(RuntimeError):
@@ -105,17 +112,33 @@ def run_extract(run: RunFolder, task: str, model_dir: str | Path, base_model, ev
     todo = [chunk for chunk in range(len(chunks)) if chunk not in done]
     started = time.perf_counter()
     if todo:
-        models = load_models(model_dir, base_model, task, config)
-        n_done = len(sample) - sum(len(chunks[chunk]) for chunk in todo)
-        with tqdm(total=len(sample), initial=n_done, unit="ex", desc=f"extract {task} {shard}") as bar:
-            for chunk in todo:
-                rows = chunks[chunk]
-                write_chunk(run, task, shard, chunk, extract_chunk(models, task, rows, config))
-                bar.update(len(rows))
-                if chunk == fail_after_chunk:
-                    raise InjectedFailure(f"test hook: stopped after chunk {chunk}")
+        with _intra_op_threads(EXTRACT_THREADS):
+            _extract_chunks(run, task, shard, load_models(model_dir, base_model, task, config),
+                            [(chunk, chunks[chunk]) for chunk in todo], len(sample), config, fail_after_chunk)
     run.mark_stage_done("extract", task, shard, seconds=time.perf_counter() - started)
     return len(todo)
+
+
+@contextmanager
+def _intra_op_threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _extract_chunks(run: RunFolder, task: str, shard: Shard, models: Models, todo: list[tuple[int, pl.DataFrame]],
+                    n_total: int, config: RunConfig, fail_after_chunk: int | None) -> None:
+    """Extract and write the chunks not on disk yet, with a progress bar over all examples."""
+    n_done = n_total - sum(len(rows) for _, rows in todo)
+    with tqdm(total=n_total, initial=n_done, unit="ex", desc=f"extract {task} {shard}") as bar:
+        for chunk, rows in todo:
+            write_chunk(run, task, shard, chunk, extract_chunk(models, task, rows, config))
+            bar.update(len(rows))
+            if chunk == fail_after_chunk:
+                raise InjectedFailure(f"test hook: stopped after chunk {chunk}")
 
 
 def write_chunk(run: RunFolder, task: str, shard: Shard, chunk: int, tables: dict[str, pl.DataFrame]) -> None:
