@@ -79,6 +79,23 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def _manifest_lock(root: Path) -> Iterator[None]:
+    """Exclusive advisory lock for manifest updates (a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one writer at a time is then the caller's job
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".manifest.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     with atomic_path(path) as tmp:
@@ -215,10 +232,15 @@ class RunFolder:
         return manifest
 
     def update_manifest(self, patch: dict) -> None:
-        """Deep-merge ``patch`` into the manifest and write it atomically (one writer at a time)."""
-        merged = _deep_merge(self.read_manifest(), patch)
-        merged["schema_version"] = SCHEMA_VERSION
-        write_json_atomic(self.manifest_path, merged)
+        """Deep-merge ``patch`` into the manifest and write it atomically.
+
+        Read-merge-write runs under an exclusive lock on ``.manifest.lock`` (where the OS has
+        fcntl), so shard processes or stages running side by side do not lose each other's updates.
+        """
+        with _manifest_lock(self.root):
+            merged = _deep_merge(self.read_manifest(), patch)
+            merged["schema_version"] = SCHEMA_VERSION
+            write_json_atomic(self.manifest_path, merged)
 
     # ---- stages ------------------------------------------------------------------------
     def stage_done(self, stage: str, task: str, shard: Shard = Shard()) -> bool:

@@ -127,3 +127,22 @@ def test_bad_shard_names_the_option(text):
 
 def test_shard_label_is_zero_padded():
     assert Shard.parse("2/8").label == "00002-of-00008"
+
+
+def test_concurrent_manifest_updates_are_not_lost(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_update_many, args=(tmp_path, name)) for name in ("a", "b", "c")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    counts = RunFolder(tmp_path).read_manifest()["counts"]
+    assert counts == {name: {str(i): i for i in range(20)} for name in ("a", "b", "c")}
+
+
+def _update_many(root, name):
+    run = RunFolder(root)
+    for i in range(20):
+        run.update_manifest({"counts": {name: {str(i): i}}})
