@@ -8,7 +8,7 @@ dev rows of --task from --glue-dir (default RTE, the longest inputs, so the slow
 when a size exceeds them. Besides wall-clock examples/s it reports examples per CPU-second
 (user + system time of the worker), which stays meaningful on a machine shared with other jobs.
 
-    python benchmarks/extract_throughput.py [--task rte] [--sizes 32,128] [--glue-dir ../shared/glue]
+    python benchmarks/extract_throughput.py [--task rte] [--sizes 64,256] [--glue-dir ../shared/glue]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _run_worker(n: int, glue_dir: Path, task: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="rte", help="GLUE task whose dev rows are extracted")
-    parser.add_argument("--sizes", default="32,128", help="comma-separated eval sizes, one subprocess each")
+    parser.add_argument("--sizes", default="64,256", help="comma-separated eval sizes, one subprocess each")
     parser.add_argument("--glue-dir", type=Path, default=REPO.parent / "shared" / "glue")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
