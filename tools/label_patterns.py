@@ -68,32 +68,13 @@ def _read_dev(task: str) -> pl.DataFrame:
 
 
 def _capture_maps(model, encoded) -> tuple[np.ndarray, np.ndarray]:
-    """One unpadded example -> (attn, attn_eff), each (layer, head, query, key) float32.
+    """One unpadded example -> (attn, attn_eff), each (layer, head, query, key) float32."""
+    from effattn import capture_attention
 
-    Attention comes from the model's output_attentions; the value vectors from a forward hook
-    on each layer's value projection; A_eff from effattn.effective.decompose_attention.
-    """
-    import torch
-    from effattn.effective import decompose_attention
-
-    values, hooks = [], []
-    n_heads = model.config.num_attention_heads
-    for layer in model.encoder.layer:
-        hooks.append(layer.attention.self.value.register_forward_hook(
-            lambda _m, _i, out: values.append(out.detach())))
-    try:
-        with torch.no_grad():
-            out = model(**encoded, output_attentions=True)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    attn, attn_eff = [], []
-    for layer_attn, layer_values in zip(out.attentions, values):
-        batch, n, hidden = layer_values.shape                      # (batch, key, hidden)
-        v = layer_values.view(batch, n, n_heads, hidden // n_heads).transpose(1, 2)
-        attn.append(layer_attn[0].numpy())                         # (head, query, key)
-        attn_eff.append(decompose_attention(layer_attn, v).attn_eff[0].numpy())
-    return np.stack(attn), np.stack(attn_eff)
+    layers = capture_attention(model, dict(encoded)).layers
+    attn = np.stack([c.attn[0].float().numpy() for c in layers])
+    attn_eff = np.stack([c.attn_eff[0].float().numpy() for c in layers])
+    return attn, attn_eff
 
 
 def sample(args) -> int:
