@@ -14,9 +14,11 @@ already non-negative and sum to 1); for effective attention (signed rows that ne
 to 1) it keeps how strongly each key is weighted, whatever the sign. An all-zero row becomes
 uniform.
 
-The classifier is a multinomial logistic regression over FEATURES (interpretable row/column
-mass shares), fitted on hand-labelled MiniLM maps (data/pattern_labels/, fitted and
-cross-validated by tools/label_patterns.py).
+The classifier is a multinomial logistic regression over FEATURES (interpretable mass and
+contrast features of P), standardised and clipped to +-Z_CLIP, with parameters FITTED on 416
+maps of MiniLM labelled by looking at them plus generated archetypes (effattn.archetypes);
+fitted and cross-validated by tools/label_patterns.py. Held-out macro-F1 and how the labels
+were made: data/pattern_labels/README.md.
 """
 from __future__ import annotations
 
@@ -176,6 +178,8 @@ def _within_excess(p: np.ndarray, seg: np.ndarray, special: np.ndarray, band: in
     m_all = (p * keys).sum(-1)                                      # (..., query)
     m_same = (p * same).sum(-1)
     rows = ~special & (e < 1) & (keys.sum(-1) > 0)
+    if not rows.any():  # too short for keys this far away
+        return np.zeros(p.shape[:-2], np.float32)
     excess = (m_same - e * m_all) / np.where(e < 1, 1 - e, 1.0)
     return excess[..., rows].mean(-1)
 

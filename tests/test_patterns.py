@@ -134,3 +134,11 @@ def test_shipped_labels_cover_every_class_for_both_kinds():
     counts = labels.group_by("pattern", "kind").len()
     assert counts.height == len(PATTERNS) * 2
     assert labels["labeller"].unique().to_list() == ["AI assistant (Claude) viewing rendered maps"]
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 6])
+def test_very_short_sentence_pairs_get_finite_scores(n):
+    seg = np.r_[np.zeros(n // 2, np.int8), np.ones(n - n // 2, np.int8)]
+    maps = np.stack([np.eye(n), np.full((n, n), 1.0 / n)])
+    labels, scores = classify_patterns(maps, segment_ids=seg)
+    assert np.isfinite(scores).all() and set(labels.tolist()) <= set(PATTERNS)
