@@ -6,13 +6,14 @@ Four steps, each a sub-command:
               effective map (outside the repo, --cache)
     render    draw a numbered grid of cached maps to PNG (no class, kind or head shown: blind)
     record    write the labels given for a rendered grid into data/pattern_labels/labels.parquet
-    evaluate  stratified k-fold cross-validation of the classifier candidates on the labels;
-              writes data/pattern_labels/classifier_eval.parquet
+    evaluate  nested stratified 5-fold cross-validation of the classifier on the labels;
+              writes data/pattern_labels/classifier_eval.parquet (--write-model: refit on
+              all labels and write the parameters into effattn/patterns.py FITTED)
 
     python tools/label_patterns.py sample --task rte --n-examples 20
     python tools/label_patterns.py render --name b01 --n 30
     python tools/label_patterns.py record --name b01 "1=v 2=h 3=vd 4=d 5=b ..."
-    python tools/label_patterns.py evaluate
+    python tools/label_patterns.py evaluate --write-model
 
 Label codes: v vertical, d diagonal, vd vertical+diagonal, b block, h heterogeneous.
 """
