@@ -28,7 +28,7 @@ import effattn
 from precompute import ConfigError, measures, pos
 from precompute.config import RunConfig
 from precompute.finetune import load_classifier, pick_device
-from precompute.schema import KINDS
+from precompute.schema import KINDS, MAP_DECIMALS
 from precompute.store import RunFolder, Shard
 
 try:  # the pattern classifier (issue 4); without it the pattern columns stay null
@@ -247,12 +247,13 @@ def _pattern_columns(maps: dict, batch: Batch) -> dict[str, dict[str, np.ndarray
 
 
 def _map_rows(layer: int, maps: dict, batch: Batch) -> pl.DataFrame | None:
-    """maps rows (row-major float32 weights) of the batch's examples in the map sample."""
+    """maps rows (row-major float32 weights, MAP_DECIMALS) of the batch's examples in the map sample."""
     frames = []
     for row in np.flatnonzero(batch.in_map_sample):
         n = int(batch.real[row].sum())
         for kind in KINDS:
             weights = maps[kind][row, :, :n, :n].reshape(-1, n * n).to(torch.float32).numpy()
+            weights = np.round(weights, MAP_DECIMALS)
             frames.append(pl.DataFrame({
                 "example_id": batch.example_ids[row], "layer": layer, "head": np.arange(len(weights)),
                 "kind": kind, "seq_len": n,

@@ -14,6 +14,9 @@ SCHEMA_VERSION = 1  # written into every Parquet file and manifest.json
 SCHEMA_VERSION_KEY = "effattn_schema_version"  # Parquet key-value metadata key
 
 KINDS = ("standard", "effective")  # attention kinds; new kinds add rows, never tables
+# Full maps (the explorer sample) are rounded to this many decimals: a heatmap cannot show
+# finer differences, and rounded maps compress ~4x better, which keeps the shipped data/ small.
+MAP_DECIMALS = 3
 PATTERNS = ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")
 STAGES = ("finetune", "evaluate", "extract", "analyse")
 

@@ -30,6 +30,8 @@ from precompute import CacheError, ConfigError, DiskFullError
 from precompute.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY, STAGE_TABLES, STAGES, TABLES
 
 _RERUN = "re-run `python -m precompute ... --force`"
+# zstd level 9 shrinks the shipped caches by about a fifth over the default at little write cost.
+ZSTD_LEVEL = 9
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class RunFolder:
             raise CacheError(f"frame for table {table} has task values {tasks}, expected only {task!r}: filter it first")
         path = self._partition_dir(table, task) / f"part-{shard.label}-{chunk:05d}.parquet"
         with atomic_path(path) as tmp:
-            frame.write_parquet(tmp, compression="zstd", metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION)})
+            frame.write_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION)})
         return path
 
     def existing_chunks(self, table: str, task: str, shard: Shard) -> set[int]:
