@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InputShapeError, NotAProbabilityError
-from .value_basis import value_basis
+from .value_basis import certified_tall_basis, value_basis
 
 __all__ = ["AttentionDecomposition", "decompose_attention", "effective_attention"]
 
@@ -64,8 +64,8 @@ def check_inputs(attn, values, attention_mask) -> None:
             f"{tuple(attention_mask.shape)}: pass the tokenizer's attention_mask for this batch")
 
 
-def _check_rows_sum_to_one(attn_block: torch.Tensor) -> None:
-    row_error = (attn_block.sum(-1) - 1).abs().max()
+def _check_rows_sum_to_one(attn_block: torch.Tensor, query_mask=1) -> None:
+    row_error = (attn_block.sum(-1) - query_mask).abs().max()
     if row_error > ROW_SUM_TOLERANCE:
         raise NotAProbabilityError(
             f"attention rows must sum to 1 over real keys, but one is off by {row_error.item():.3g}: "
@@ -96,6 +96,19 @@ def _decompose_block(attn_block, values_block, check_rows):
     return attn_eff, rank
 
 
+def _decompose_tall_examples(attn, values, real, check_rows):
+    """Batched path for examples longer than d_head: attn (e, h, n, n), values (e, h, n, d_head),
+    real (e, n) float mask. Returns (attn_real, attn_eff, certified (e,) bool)."""
+    query_mask = real[:, None, :, None]
+    attn_real = attn * (query_mask * real[:, None, None, :])  # one full-size product, not two
+    if check_rows:
+        _check_rows_sum_to_one(attn_real, real[:, None, :])
+    n_rows = real.sum(-1)[:, None].expand(values.shape[:2])
+    basis, certified = certified_tall_basis(values * query_mask, n_rows)
+    attn_eff = (attn_real @ basis) @ basis.transpose(-1, -2)
+    return attn_real, attn_eff, certified.all(-1)
+
+
 def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
                         attention_mask: torch.Tensor | None = None, *,
                         check_rows: bool = True) -> AttentionDecomposition:
@@ -110,18 +123,35 @@ def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
                                       n_real)
     per_example = attn.reshape(attn.shape[0], -1, n, n)      # (batch, heads…, query, key)
     values_per_example = values.reshape(attn.shape[0], -1, n, d_head)
-    attn_real, attn_eff = torch.zeros_like(per_example), torch.zeros_like(per_example)
     rank = torch.zeros(per_example.shape[:2], dtype=torch.int64, device=attn.device)
-    n_real = torch.zeros_like(rank)
-    for example, mask_row in enumerate(attention_mask):
-        real, n_example = _real_positions(mask_row)
+    n_real = attention_mask.sum(-1).to(torch.int64)[:, None].expand(rank.shape).clone()
+    # Examples longer than d_head go through one batched call; short ones, and any example
+    # with a head the fast path cannot certify, take the per-example exact path below.
+    tall = (n_real[:, 0] > d_head).nonzero().squeeze(-1)
+    done = torch.zeros(attn.shape[0], dtype=torch.bool, device=attn.device)
+    if tall.numel():
+        every = tall.numel() == attn.shape[0]
+        pick = slice(None) if every else tall
+        real_tall, eff_tall, certified = _decompose_tall_examples(
+            per_example[pick], values_per_example[pick], attention_mask[pick].to(attn.dtype),
+            check_rows)
+        rank[tall[certified]] = d_head
+        done[tall[certified]] = True
+        if every and bool(certified.all()):  # the common case: no per-example work at all
+            return AttentionDecomposition(real_tall.reshape(attn.shape),
+                                          eff_tall.reshape(attn.shape), rank.reshape(leading),
+                                          n_real.reshape(leading))
+    attn_real, attn_eff = torch.zeros_like(per_example), torch.zeros_like(per_example)
+    if tall.numel():
+        attn_real[tall[certified]], attn_eff[tall[certified]] = real_tall[certified], eff_tall[certified]
+    for example in (~done).nonzero().squeeze(-1).tolist():
+        real, _ = _real_positions(attention_mask[example])
         if isinstance(real, slice):
             block = per_example[example, :, real, real]
         else:
             block = per_example[example][:, real][:, :, real]
         eff, rank[example] = _decompose_block(
             block, values_per_example[example, :, real], check_rows)
-        n_real[example] = n_example
         if isinstance(real, slice):
             attn_real[example, :, real, real], attn_eff[example, :, real, real] = block, eff
         else:

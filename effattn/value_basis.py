@@ -12,7 +12,7 @@ import torch
 
 from .numerics import FACTORISATION_DTYPE, rank_tolerance
 
-__all__ = ["value_basis"]
+__all__ = ["certified_tall_basis", "value_basis"]
 
 
 def _svd_basis(values64: torch.Tensor, input_dtype: torch.dtype):
@@ -23,17 +23,23 @@ def _svd_basis(values64: torch.Tensor, input_dtype: torch.dtype):
     return left * keep.unsqueeze(-2), keep.sum(-1)
 
 
-def _certified_full_rank(values64: torch.Tensor, input_dtype: torch.dtype):
-    """Cholesky of the small Gram matrix; returns (factor L, L⁻¹, certified (m,) bool)."""
+def _certified_full_rank(values64: torch.Tensor, input_dtype: torch.dtype,
+                         n_rows: torch.Tensor | None = None):
+    """Cholesky of the small Gram matrix; returns (L⁻¹, certified (...) bool).
+
+    n_rows (...): real rows of each matrix when padded rows were zeroed (they add nothing to
+    VᵀV); such matrices must have n_rows > d_head.
+    """
     n, d_head = values64.shape[-2:]
-    tall = n > d_head
+    tall = n > d_head or n_rows is not None
     gram = values64.transpose(-1, -2) @ values64 if tall else values64 @ values64.transpose(-1, -2)
     factor, info = torch.linalg.cholesky_ex(gram)
     identity = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     inverse = torch.linalg.solve_triangular(factor, identity, upper=False)
     sigma_min_lower = 1 / torch.linalg.matrix_norm(inverse)
     sigma_max_upper = torch.linalg.matrix_norm(factor)
-    tolerance = sigma_max_upper * max(n, d_head) * torch.finfo(input_dtype).eps
+    size = max(n, d_head) if n_rows is None else n_rows.clamp(min=d_head).to(values64.dtype)
+    tolerance = sigma_max_upper * size * torch.finfo(input_dtype).eps
     certified = (info == 0) & torch.isfinite(sigma_min_lower) & (sigma_min_lower > tolerance)
     return inverse, certified
 
@@ -56,3 +62,15 @@ def value_basis(values: torch.Tensor):
     if uncertain.numel():
         basis[uncertain], rank[uncertain] = _svd_basis(values64[uncertain], values.dtype)
     return basis.to(values.dtype), rank
+
+
+def certified_tall_basis(values: torch.Tensor, n_rows: torch.Tensor):
+    """Batched fast path: values (..., n, d_head) with padded rows zeroed and n_rows (...) >
+    d_head real rows → (basis (..., n, d_head) in values' dtype, certified (...) bool).
+
+    Where certified, V has full column rank under the rank rule and basis = V L⁻ᵀ; elsewhere
+    the caller must take the exact path.
+    """
+    values64 = values.to(FACTORISATION_DTYPE)
+    inverse, certified = _certified_full_rank(values64, values.dtype, n_rows)
+    return (values64 @ inverse.transpose(-1, -2)).to(values.dtype), certified
