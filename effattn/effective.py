@@ -64,8 +64,9 @@ def check_inputs(attn, values, attention_mask) -> None:
             f"{tuple(attention_mask.shape)}: pass the tokenizer's attention_mask for this batch")
 
 
-def _check_rows_sum_to_one(attn_block: torch.Tensor, query_mask=1) -> None:
-    row_error = (attn_block.sum(-1) - query_mask).abs().max()
+def _check_rows_sum_to_one(attn_block: torch.Tensor, query_mask=1, *, summed=False) -> None:
+    row_sums = attn_block if summed else attn_block.sum(-1)
+    row_error = (row_sums - query_mask).abs().max()
     if row_error > ROW_SUM_TOLERANCE:
         raise NotAProbabilityError(
             f"attention rows must sum to 1 over real keys, but one is off by {row_error.item():.3g}: "
@@ -96,16 +97,19 @@ def _decompose_block(attn_block, values_block, check_rows):
     return attn_eff, rank
 
 
-def _decompose_tall_examples(attn, values, real, check_rows):
+def _decompose_tall_examples(attn, values, real, check_rows, keep_attn):
     """Batched path for examples longer than d_head: attn (e, h, n, n), values (e, h, n, d_head),
-    real (e, n) float mask. Returns (attn_real, attn_eff, certified (e,) bool)."""
+    real (e, n) float mask. Returns (attn_real or None, attn_eff, certified (e,) bool)."""
     query_mask = real[:, None, :, None]
-    attn_real = attn * (query_mask * real[:, None, None, :])  # one full-size product, not two
-    if check_rows:
-        _check_rows_sum_to_one(attn_real, real[:, None, :])
+    if check_rows:  # row sums over real keys, without writing a masked n × n copy
+        row_sums = (attn @ real[:, None, :, None]).squeeze(-1) * real[:, None, :]
+        _check_rows_sum_to_one(row_sums, real[:, None, :], summed=True)
     n_rows = real.sum(-1)[:, None].expand(values.shape[:2])
     basis, certified = certified_tall_basis(values * query_mask, n_rows)
-    attn_eff = (attn_real @ basis) @ basis.transpose(-1, -2)
+    # Padded rows of the basis are 0, so padded keys drop out of attn @ basis by themselves;
+    # masking the (query, d_head) product zeroes padded queries at a fraction of the cost.
+    attn_eff = ((attn @ basis) * query_mask) @ basis.transpose(-1, -2)
+    attn_real = attn * (query_mask * real[:, None, None, :]) if keep_attn else None
     return attn_real, attn_eff, certified.all(-1)
 
 
@@ -113,14 +117,18 @@ def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
                         attention_mask: torch.Tensor | None = None, *,
                         check_rows: bool = True) -> AttentionDecomposition:
     """Split attn into its effective part and its null part, per example and head, exactly."""
+    return AttentionDecomposition(*_decompose(attn, values, attention_mask, check_rows, True))
+
+
+def _decompose(attn, values, attention_mask, check_rows, keep_attn):
+    """(attn restricted to the real blocks or None, attn_eff, rank, n_real)."""
     check_inputs(attn, values, attention_mask)
     leading, n, d_head = attn.shape[:-2], attn.shape[-1], values.shape[-1]
     if attention_mask is None:  # every leading matrix is one unpadded block
         attn_eff, rank = _decompose_block(
             attn.reshape(-1, n, n), values.reshape(-1, n, d_head), check_rows)
         n_real = torch.full(leading, n, dtype=torch.int64, device=attn.device)
-        return AttentionDecomposition(attn, attn_eff.reshape(attn.shape), rank.reshape(leading),
-                                      n_real)
+        return attn, attn_eff.reshape(attn.shape), rank.reshape(leading), n_real
     per_example = attn.reshape(attn.shape[0], -1, n, n)      # (batch, heads…, query, key)
     values_per_example = values.reshape(attn.shape[0], -1, n, d_head)
     rank = torch.zeros(per_example.shape[:2], dtype=torch.int64, device=attn.device)
@@ -134,16 +142,17 @@ def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
         pick = slice(None) if every else tall
         real_tall, eff_tall, certified = _decompose_tall_examples(
             per_example[pick], values_per_example[pick], attention_mask[pick].to(attn.dtype),
-            check_rows)
+            check_rows, keep_attn)
         rank[tall[certified]] = d_head
         done[tall[certified]] = True
         if every and bool(certified.all()):  # the common case: no per-example work at all
-            return AttentionDecomposition(real_tall.reshape(attn.shape),
-                                          eff_tall.reshape(attn.shape), rank.reshape(leading),
-                                          n_real.reshape(leading))
+            return (real_tall.reshape(attn.shape) if keep_attn else None,
+                    eff_tall.reshape(attn.shape), rank.reshape(leading), n_real.reshape(leading))
     attn_real, attn_eff = torch.zeros_like(per_example), torch.zeros_like(per_example)
     if tall.numel():
-        attn_real[tall[certified]], attn_eff[tall[certified]] = real_tall[certified], eff_tall[certified]
+        attn_eff[tall[certified]] = eff_tall[certified]
+        if keep_attn:
+            attn_real[tall[certified]] = real_tall[certified]
     for example in (~done).nonzero().squeeze(-1).tolist():
         real, _ = _real_positions(attention_mask[example])
         if isinstance(real, slice):
@@ -157,11 +166,11 @@ def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
         else:
             grid = (slice(None), real[:, None], real[None, :])
             attn_real[example][grid], attn_eff[example][grid] = block, eff
-    return AttentionDecomposition(attn_real.reshape(attn.shape), attn_eff.reshape(attn.shape),
-                                  rank.reshape(leading), n_real.reshape(leading))
+    return (attn_real.reshape(attn.shape) if keep_attn else None, attn_eff.reshape(attn.shape),
+            rank.reshape(leading), n_real.reshape(leading))
 
 
 def effective_attention(attn: torch.Tensor, values: torch.Tensor,
                         attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """A_eff shaped like attn: the component of attn that reaches the head output."""
-    return decompose_attention(attn, values, attention_mask).attn_eff
+    return _decompose(attn, values, attention_mask, True, False)[1]
