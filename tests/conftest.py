@@ -30,3 +30,18 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def fixture_caches(tmp_path_factory) -> Path:
+    """A data root of small schema-valid run folders, written through the precompute writer."""
+    from cache_fixture import write_data_root
+
+    return write_data_root(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def fixture_caches_env(monkeypatch, fixture_caches) -> Path:
+    """Point the dashboard at the fixture caches (EFFATTN_DATA) for one test."""
+    monkeypatch.setenv("EFFATTN_DATA", str(fixture_caches))
+    return fixture_caches

@@ -6,21 +6,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cache_fixture import D_HEAD, N_HEADS, N_LAYERS, chart_configs, figures, open_page, problems, write_data_root
+from cache_fixture import D_HEAD, N_HEADS, N_LAYERS, chart_configs, figures, open_page, problems
 from dashboard.pattern_views import clicked_cell
 from precompute.store import RunFolder
 
 PAGES = ("overview", "patterns", "token_types", "special_tokens", "finetuning", "explorer", "cost")
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_data_root(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(autouse=True)
-def _data_env(monkeypatch, data_root):
-    monkeypatch.setenv("EFFATTN_DATA", str(data_root))
+pytestmark = pytest.mark.usefixtures("fixture_caches_env")
 
 
 def _page(name: str, **kwargs):
@@ -102,11 +95,11 @@ def test_patterns_say_not_classified_yet_when_pattern_columns_are_null():
     assert figures(at) == []
 
 
-def test_token_types_show_the_final_layer_by_default_with_head_summary_values(data_root):
+def test_token_types_show_the_final_layer_by_default_with_head_summary_values(fixture_caches):
     at = _page("token_types")
     heatmaps = figures(at)[0]["data"]
     assert [t["name"] for t in heatmaps] == ["RTE · standard", "RTE · effective", "SST-2 · standard", "SST-2 · effective"]
-    summary = RunFolder(data_root / "minilm").scan("head_summary").filter(
+    summary = RunFolder(fixture_caches / "minilm").scan("head_summary").filter(
         (pl.col("task") == "rte") & (pl.col("kind") == "standard") & (pl.col("layer") == N_LAYERS - 1)
         & (pl.col("measure") == "cls_row_sep")).sort("head").collect()
     sep_row = heatmaps[0]["y"].index("[SEP]")

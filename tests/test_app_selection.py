@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cache_fixture import APP, figures, open_page, problems, write_data_root
+from cache_fixture import APP, figures, open_page, problems
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_data_root(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(autouse=True)
-def _data_env(monkeypatch, data_root):
-    monkeypatch.setenv("EFFATTN_DATA", str(data_root))
+pytestmark = pytest.mark.usefixtures("fixture_caches_env")
 
 
 def test_url_parameters_select_run_tasks_layers_heads_and_kinds():
@@ -55,7 +48,7 @@ def test_invalid_url_values_are_ignored_not_fatal():
     assert problems(at) == []
 
 
-def test_pages_never_import_torch_or_effattn(data_root):
+def test_pages_never_import_torch_or_effattn(fixture_caches):
     script = f"""
 import json, sys
 sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(APP.parent)!r}]
@@ -65,6 +58,6 @@ for page in [None, "patterns", "token_types", "special_tokens", "finetuning", "e
 print(json.dumps({{"torch": "torch" in sys.modules, "effattn": "effattn" in sys.modules}}))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                            env={**__import__("os").environ, "EFFATTN_DATA": str(data_root)})
+                            env={**__import__("os").environ, "EFFATTN_DATA": str(fixture_caches)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"torch": False, "effattn": False}
