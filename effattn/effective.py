@@ -97,6 +97,24 @@ def _decompose_block(attn_block, values_block, check_rows):
     return attn_eff, rank
 
 
+def _project_onto_bases(attn, basis, real):
+    """(A Q) Qᵀ on each example's real block; attn (e, h, n, n), basis (e, h, n, d_head)."""
+    lengths = real.sum(-1).to(torch.int64)
+    positions = torch.arange(real.shape[-1], device=real.device)
+    if not torch.equal(real.bool(), positions[None, :] < lengths[:, None]):
+        # Padded rows of the basis are 0, so padded keys drop out of attn @ basis by
+        # themselves; masking the (query, d_head) product zeroes padded queries.
+        return ((attn @ basis) * real[:, None, :, None]) @ basis.transpose(-1, -2)
+    # Right padding (the usual case): crop each example to its length, so the two products
+    # cost n_real² rather than n_padded² per head.
+    attn_eff = torch.zeros_like(attn)
+    for example, n_real in enumerate(lengths.tolist()):
+        block_basis = basis[example, :, :n_real]
+        attn_eff[example, :, :n_real, :n_real] = (
+            attn[example, :, :n_real, :n_real] @ block_basis) @ block_basis.transpose(-1, -2)
+    return attn_eff
+
+
 def _decompose_tall_examples(attn, values, real, check_rows, keep_attn):
     """Batched path for examples longer than d_head: attn (e, h, n, n), values (e, h, n, d_head),
     real (e, n) float mask. Returns (attn_real or None, attn_eff, certified (e,) bool)."""
@@ -106,9 +124,7 @@ def _decompose_tall_examples(attn, values, real, check_rows, keep_attn):
         _check_rows_sum_to_one(row_sums, real[:, None, :], summed=True)
     n_rows = real.sum(-1)[:, None].expand(values.shape[:2])
     basis, certified = certified_tall_basis(values * query_mask, n_rows)
-    # Padded rows of the basis are 0, so padded keys drop out of attn @ basis by themselves;
-    # masking the (query, d_head) product zeroes padded queries at a fraction of the cost.
-    attn_eff = ((attn @ basis) * query_mask) @ basis.transpose(-1, -2)
+    attn_eff = _project_onto_bases(attn, basis, real)
     attn_real = attn * (query_mask * real[:, None, None, :]) if keep_attn else None
     return attn_real, attn_eff, certified.all(-1)
 
