@@ -109,7 +109,14 @@ def _wait_for_page(driver, heading: str, charts: bool) -> None:
         return not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]')
 
     WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.3).until(ready)
-    time.sleep(0.5)  # let plotly finish laying out before the screenshot
+    _next_frames(driver)  # let plotly finish laying out before the screenshot
+
+
+def _next_frames(driver) -> None:
+    """Block until the browser has painted twice more (an event, not a fixed sleep)."""
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "requestAnimationFrame(() => requestAnimationFrame(() => done()));")
 
 
 def _screenshot(driver, name: str) -> None:
@@ -118,7 +125,7 @@ def _screenshot(driver, name: str) -> None:
         "return Math.max(...['stMain', 'stMainBlockContainer', 'stAppViewContainer']"
         ".map(id => document.querySelector(`[data-testid=\"${id}\"]`)?.scrollHeight || 0))")
     driver.set_window_size(1500, min(max(height + 120, 900), 9000))
-    time.sleep(0.8)  # plotly redraws on resize
+    _next_frames(driver)  # plotly redraws on resize
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
     driver.set_window_size(1500, 1900)
