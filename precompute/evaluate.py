@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import polars as pl
@@ -16,6 +17,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score
 
+from effattn import effective_attention_substituted
 from precompute import PrecomputeError
 from precompute.config import RunConfig
 from precompute.finetune import collate, load_classifier, pick_device, tokenize
@@ -36,7 +38,7 @@ def predict_logits(model, tokenizer, frame: pl.DataFrame, *, effective: bool, ba
     order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]["input_ids"]))
     logits = np.zeros((len(encodings), model.config.num_labels), dtype=np.float32)
     model.eval().to(device)
-    context = _substituted(model) if effective else _nothing()
+    context = effective_attention_substituted(model) if effective else nullcontext()
     with torch.no_grad(), context:
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
@@ -57,20 +59,6 @@ def predict(model, tokenizer, frame: pl.DataFrame, *, effective: bool, batch_siz
     logits = predict_logits(model, tokenizer, frame, effective=effective, batch_size=batch_size,
                             max_seq_len=max_seq_len, device=device)
     return predictions_from_logits(logits)
-
-
-def _substituted(model):
-    from effattn import effective_attention_substituted
-
-    return effective_attention_substituted(model)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def task_metrics(task: str, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:

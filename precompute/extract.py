@@ -27,6 +27,7 @@ from transformers import AutoModel, AutoTokenizer
 import effattn
 from precompute import ConfigError, measures, pos
 from precompute.config import RunConfig
+from precompute.evaluate import predictions_from_logits
 from precompute.finetune import load_classifier, pick_device
 from precompute.schema import KINDS, MAP_DECIMALS
 from precompute.store import RunFolder, Shard
@@ -263,9 +264,7 @@ def _map_rows(layer: int, maps: dict, batch: Batch) -> pl.DataFrame | None:
 
 
 def _predict(logits: torch.Tensor) -> np.ndarray:
-    """Class id (argmax) or, for a one-output regression head, the score."""
-    logits = logits.detach().cpu().to(torch.float64)
-    return (logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(dim=-1).to(torch.float64)).numpy()
+    return predictions_from_logits(logits.detach().cpu().float().numpy())
 
 
 def _example_rows(models: Models, rows: pl.DataFrame, batch: Batch, logits, logits_effective) -> pl.DataFrame:
