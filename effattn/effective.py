@@ -73,13 +73,24 @@ def _check_rows_sum_to_one(attn_block: torch.Tensor, query_mask=1, *, summed=Fal
             "pass softmax probabilities (eval mode, no dropout), not scores or averaged maps")
 
 
-def _real_positions(mask_row: torch.Tensor):
-    """Index of one example's real tokens: a slice when they form a prefix (the usual case)."""
+def _real_block_index(mask_row: torch.Tensor):
+    """(rows, block) indexing one example's real tokens in (head, n, ·) and (head, n, n)
+    tensors: plain slices when they form a prefix (the usual case), index tensors otherwise."""
     positions = mask_row.nonzero().squeeze(-1)
     n_real = positions.numel()
     if n_real == 0 or int(positions[-1]) == n_real - 1:
-        return slice(0, n_real), n_real
-    return positions, n_real
+        return (slice(None), slice(0, n_real)), (slice(None), slice(0, n_real), slice(0, n_real))
+    return (slice(None), positions), (slice(None), positions[:, None], positions[None, :])
+
+
+def _decompose_one_example(attn, values, mask_row, check_rows):
+    """Exact path for one example: attn (h, n, n), values (h, n, d_head), mask_row (n,).
+    Returns (attn_real, attn_eff, rank (h,)), padded positions 0."""
+    rows, block = _real_block_index(mask_row)
+    attn_real, attn_eff = torch.zeros_like(attn), torch.zeros_like(attn)
+    attn_real[block] = attn[block]
+    attn_eff[block], rank = _decompose_block(attn_real[block], values[rows], check_rows)
+    return attn_real, attn_eff, rank
 
 
 def _decompose_block(attn_block, values_block, check_rows):
@@ -170,18 +181,8 @@ def _decompose(attn, values, attention_mask, check_rows, keep_attn):
         if keep_attn:
             attn_real[tall[certified]] = real_tall[certified]
     for example in (~done).nonzero().squeeze(-1).tolist():
-        real, _ = _real_positions(attention_mask[example])
-        if isinstance(real, slice):
-            block = per_example[example, :, real, real]
-        else:
-            block = per_example[example][:, real][:, :, real]
-        eff, rank[example] = _decompose_block(
-            block, values_per_example[example, :, real], check_rows)
-        if isinstance(real, slice):
-            attn_real[example, :, real, real], attn_eff[example, :, real, real] = block, eff
-        else:
-            grid = (slice(None), real[:, None], real[None, :])
-            attn_real[example][grid], attn_eff[example][grid] = block, eff
+        attn_real[example], attn_eff[example], rank[example] = _decompose_one_example(
+            per_example[example], values_per_example[example], attention_mask[example], check_rows)
     return (attn_real.reshape(attn.shape) if keep_attn else None, attn_eff.reshape(attn.shape),
             rank.reshape(leading), n_real.reshape(leading))
 
