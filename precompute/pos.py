@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import spacy
 
-from effattn.errors import EffattnError
+from precompute import ConfigError
 
 CLS_TAG = "[CLS]"
 SEP_TAG = "[SEP]"
@@ -33,7 +33,7 @@ def load_tagger() -> spacy.language.Language:
         except OSError:
             continue
         return nlp
-    raise EffattnError(
+    raise ConfigError(
         f"expected one of the spaCy models {', '.join(_MODEL_NAMES)}, found none: "
         "install them with `pip install -r requirements.txt`"
     )
@@ -93,7 +93,7 @@ def wordpiece_pos(
     `return_offsets_mapping=True`; `encoding.sequence_ids(i)` must be available.
     """
     if "offset_mapping" not in encoding:
-        raise EffattnError(
+        raise ConfigError(
             "expected a tokenizer output with offsets, got none: "
             "tokenize with a fast tokenizer and return_offsets_mapping=True"
         )
