@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InputShapeError, NotAProbabilityError
-from .value_basis import certified_tall_basis, value_basis
+from .value_basis import certified_tall_bases, value_basis
 
 __all__ = ["AttentionDecomposition", "decompose_attention", "effective_attention"]
 
@@ -64,80 +64,46 @@ def check_inputs(attn, values, attention_mask) -> None:
             f"{tuple(attention_mask.shape)}: pass the tokenizer's attention_mask for this batch")
 
 
-def _check_rows_sum_to_one(attn_block: torch.Tensor, query_mask=1, *, summed=False) -> None:
-    row_sums = attn_block if summed else attn_block.sum(-1)
-    row_error = (row_sums - query_mask).abs().max()
+def _check_rows_sum_to_one(row_sums: torch.Tensor) -> None:
+    """row_sums: any shape, each a query row's sum over the real keys."""
+    row_error = (row_sums - 1).abs().max()
     if row_error > ROW_SUM_TOLERANCE:
         raise NotAProbabilityError(
             f"attention rows must sum to 1 over real keys, but one is off by {row_error.item():.3g}: "
             "pass softmax probabilities (eval mode, no dropout), not scores or averaged maps")
 
 
-def _real_block_index(mask_row: torch.Tensor):
-    """(rows, block) indexing one example's real tokens in (head, n, ·) and (head, n, n)
-    tensors: plain slices when they form a prefix (the usual case), index tensors otherwise."""
-    positions = mask_row.nonzero().squeeze(-1)
-    n_real = positions.numel()
-    if n_real == 0 or int(positions[-1]) == n_real - 1:
-        return (slice(None), slice(0, n_real)), (slice(None), slice(0, n_real), slice(0, n_real))
-    return (slice(None), positions), (slice(None), positions[:, None], positions[None, :])
-
-
-def _decompose_one_example(attn, values, mask_row, check_rows):
-    """Exact path for one example: attn (h, n, n), values (h, n, d_head), mask_row (n,).
-    Returns (attn_real, attn_eff, rank (h,)), padded positions 0."""
-    rows, block = _real_block_index(mask_row)
-    attn_real, attn_eff = torch.zeros_like(attn), torch.zeros_like(attn)
-    attn_real[block] = attn[block]
-    attn_eff[block], rank = _decompose_block(attn_real[block], values[rows], check_rows)
-    return attn_real, attn_eff, rank
+def _real_block_indices(attention_mask: torch.Tensor):
+    """Per example, (rows, block) indexing its real tokens in (head, n, ·) and (head, n, n)
+    tensors: plain slices when they form a prefix (the usual right padding), index tensors
+    otherwise. Also returns the real lengths as a list."""
+    lengths = attention_mask.sum(-1)
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    prefix = ((positions < lengths[:, None]) == attention_mask.bool()).all(-1)
+    indices, lengths = [], lengths.tolist()
+    for example, (n_real, is_prefix) in enumerate(zip(lengths, prefix.tolist())):
+        if is_prefix:
+            crop = slice(0, n_real)
+            indices.append(((slice(None), crop), (slice(None), crop, crop)))
+        else:
+            kept = attention_mask[example].nonzero().squeeze(-1)
+            indices.append(((slice(None), kept), (slice(None), kept[:, None], kept[None, :])))
+    return indices, lengths
 
 
 def _decompose_block(attn_block, values_block, check_rows):
     """One example's real block: attn_block (m, n, n), values_block (m, n, d_head)."""
     if check_rows:
-        _check_rows_sum_to_one(attn_block)
+        _check_rows_sum_to_one(attn_block.sum(-1))
     basis, rank = value_basis(values_block)
     # A head whose V has full row rank has a trivial null space: A_eff is A, exactly.
     identifiable = rank == attn_block.shape[-1]
     if bool(identifiable.all()):
         return attn_block, rank
-    attn_eff = (attn_block @ basis) @ basis.transpose(-1, -2)
+    attn_eff = (attn_block @ basis) @ basis.mT
     if bool(identifiable.any()):
         attn_eff = torch.where(identifiable[:, None, None], attn_block, attn_eff)
     return attn_eff, rank
-
-
-def _project_onto_bases(attn, basis, real):
-    """(A Q) Qᵀ on each example's real block; attn (e, h, n, n), basis (e, h, n, d_head)."""
-    lengths = real.sum(-1).to(torch.int64)
-    positions = torch.arange(real.shape[-1], device=real.device)
-    if not torch.equal(real.bool(), positions[None, :] < lengths[:, None]):
-        # Padded rows of the basis are 0, so padded keys drop out of attn @ basis by
-        # themselves; masking the (query, d_head) product zeroes padded queries.
-        return ((attn @ basis) * real[:, None, :, None]) @ basis.transpose(-1, -2)
-    # Right padding (the usual case): crop each example to its length, so the two products
-    # cost n_real² rather than n_padded² per head.
-    attn_eff = torch.zeros_like(attn)
-    for example, n_real in enumerate(lengths.tolist()):
-        block_basis = basis[example, :, :n_real]
-        attn_eff[example, :, :n_real, :n_real] = (
-            attn[example, :, :n_real, :n_real] @ block_basis) @ block_basis.transpose(-1, -2)
-    return attn_eff
-
-
-def _decompose_tall_examples(attn, values, real, check_rows, keep_attn):
-    """Batched path for examples longer than d_head: attn (e, h, n, n), values (e, h, n, d_head),
-    real (e, n) float mask. Returns (attn_real or None, attn_eff, certified (e,) bool)."""
-    query_mask = real[:, None, :, None]
-    if check_rows:  # row sums over real keys, without writing a masked n × n copy
-        row_sums = (attn @ real[:, None, :, None]).squeeze(-1) * real[:, None, :]
-        _check_rows_sum_to_one(row_sums, real[:, None, :], summed=True)
-    n_rows = real.sum(-1)[:, None].expand(values.shape[:2])
-    basis, certified = certified_tall_basis(values * query_mask, n_rows)
-    attn_eff = _project_onto_bases(attn, basis, real)
-    attn_real = attn * (query_mask * real[:, None, None, :]) if keep_attn else None
-    return attn_real, attn_eff, certified.all(-1)
 
 
 def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
@@ -158,31 +124,31 @@ def _decompose(attn, values, attention_mask, check_rows, keep_attn):
         return attn, attn_eff.reshape(attn.shape), rank.reshape(leading), n_real
     per_example = attn.reshape(attn.shape[0], -1, n, n)      # (batch, heads…, query, key)
     values_per_example = values.reshape(attn.shape[0], -1, n, d_head)
-    rank = torch.zeros(per_example.shape[:2], dtype=torch.int64, device=attn.device)
-    n_real = attention_mask.sum(-1).to(torch.int64)[:, None].expand(rank.shape).clone()
-    # Examples longer than d_head go through one batched call; short ones, and any example
-    # with a head the fast path cannot certify, take the per-example exact path below.
-    tall = (n_real[:, 0] > d_head).nonzero().squeeze(-1)
-    done = torch.zeros(attn.shape[0], dtype=torch.bool, device=attn.device)
-    if tall.numel():
-        every = tall.numel() == attn.shape[0]
-        pick = slice(None) if every else tall
-        real_tall, eff_tall, certified = _decompose_tall_examples(
-            per_example[pick], values_per_example[pick], attention_mask[pick].to(attn.dtype),
-            check_rows, keep_attn)
-        rank[tall[certified]] = d_head
-        done[tall[certified]] = True
-        if every and bool(certified.all()):  # the common case: no per-example work at all
-            return (real_tall.reshape(attn.shape) if keep_attn else None,
-                    eff_tall.reshape(attn.shape), rank.reshape(leading), n_real.reshape(leading))
-    attn_real, attn_eff = torch.zeros_like(per_example), torch.zeros_like(per_example)
-    if tall.numel():
-        attn_eff[tall[certified]] = eff_tall[certified]
+    indices, lengths = _real_block_indices(attention_mask)
+    # Examples longer than d_head share one batched float64 factorisation; short ones, and
+    # any example with a head the fast path cannot certify, take the exact path per example.
+    tall = [example for example, length in enumerate(lengths) if length > d_head]
+    bases = certified_tall_bases(
+        values_per_example, {example: indices[example][0] for example in tall}) if tall else {}
+    attn_eff = torch.zeros_like(per_example)
+    attn_real = torch.zeros_like(per_example) if keep_attn else None
+    rank = torch.full(per_example.shape[:2], d_head, dtype=torch.int64, device=attn.device)
+    row_sums = []
+    for example, (rows, block) in enumerate(indices):
+        attn_block = per_example[example][block]
         if keep_attn:
-            attn_real[tall[certified]] = real_tall[certified]
-    for example in (~done).nonzero().squeeze(-1).tolist():
-        attn_real[example], attn_eff[example], rank[example] = _decompose_one_example(
-            per_example[example], values_per_example[example], attention_mask[example], check_rows)
+            attn_real[example][block] = attn_block
+        basis = bases.get(example)
+        if basis is None:
+            attn_eff[example][block], rank[example] = _decompose_block(
+                attn_block, values_per_example[example][rows], check_rows)
+            continue
+        if check_rows:  # checked once for the whole batch below
+            row_sums.append(attn_block.sum(-1).flatten())
+        attn_eff[example][block] = (attn_block @ basis) @ basis.mT
+    if row_sums:
+        _check_rows_sum_to_one(torch.cat(row_sums))
+    n_real = torch.tensor(lengths, device=attn.device)[:, None].expand(rank.shape)
     return (attn_real.reshape(attn.shape) if keep_attn else None, attn_eff.reshape(attn.shape),
             rank.reshape(leading), n_real.reshape(leading))
 

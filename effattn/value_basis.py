@@ -12,7 +12,7 @@ import torch
 
 from .numerics import FACTORISATION_DTYPE, rank_tolerance
 
-__all__ = ["certified_tall_basis", "value_basis"]
+__all__ = ["certified_tall_bases", "value_basis"]
 
 
 def _svd_basis(values64: torch.Tensor, input_dtype: torch.dtype):
@@ -23,24 +23,17 @@ def _svd_basis(values64: torch.Tensor, input_dtype: torch.dtype):
     return left * keep.unsqueeze(-2), keep.sum(-1)
 
 
-def _certified_full_rank(values64: torch.Tensor, input_dtype: torch.dtype,
-                         n_rows: torch.Tensor | None = None):
-    """Cholesky of the small Gram matrix; returns (L⁻¹, certified (...) bool).
-
-    n_rows (...): real rows of each matrix when padded rows were zeroed (they add nothing to
-    VᵀV); such matrices must have n_rows > d_head.
-    """
-    n, d_head = values64.shape[-2:]
-    tall = n > d_head or n_rows is not None
-    gram = values64.transpose(-1, -2) @ values64 if tall else values64 @ values64.transpose(-1, -2)
+def _certified_full_rank(gram: torch.Tensor, size, input_dtype: torch.dtype):
+    """gram (m, k, k) float64, the smaller Gram matrix of each V; size: max(n, d_head) of each
+    (an int or an (m,) tensor). Returns (L⁻¹ (m, k, k), certified (m,) bool: full rank proven
+    under the rank rule)."""
     factor, info = torch.linalg.cholesky_ex(gram)
     identity = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     inverse = torch.linalg.solve_triangular(factor, identity, upper=False)
-    sigma_min_lower = 1 / torch.linalg.matrix_norm(inverse)
-    sigma_max_upper = torch.linalg.matrix_norm(factor)
-    size = max(n, d_head) if n_rows is None else n_rows.clamp(min=d_head).to(values64.dtype)
-    tolerance = sigma_max_upper * size * torch.finfo(input_dtype).eps
-    certified = (info == 0) & torch.isfinite(sigma_min_lower) & (sigma_min_lower > tolerance)
+    # σ_max ≤ ‖L‖_F and σ_min ≥ 1/‖L⁻¹‖_F, so σ_min > σ_max·size·eps (the rank rule) holds when
+    # the bound below times size·eps is under 1; inf or nan from a failed factor never passes.
+    condition_bound = torch.linalg.matrix_norm(factor) * torch.linalg.matrix_norm(inverse)
+    certified = (info == 0) & (condition_bound * size * torch.finfo(input_dtype).eps < 1)
     return inverse, certified
 
 
@@ -52,9 +45,11 @@ def value_basis(values: torch.Tensor):
     """
     m, n, d_head = values.shape
     values64 = values.to(FACTORISATION_DTYPE)
-    inverse, certified = _certified_full_rank(values64, values.dtype)
-    if n > d_head:
-        basis = values64 @ inverse.transpose(-1, -2)          # Q = V L⁻ᵀ, (m, n, d_head)
+    tall = n > d_head
+    gram = values64.mT @ values64 if tall else values64 @ values64.mT
+    inverse, certified = _certified_full_rank(gram, max(n, d_head), values.dtype)
+    if tall:
+        basis = values64 @ inverse.mT                         # Q = V L⁻ᵀ, (m, n, d_head)
     else:
         basis = torch.eye(n, dtype=values64.dtype, device=values.device).expand(m, n, n).clone()
     rank = torch.full((m,), min(n, d_head), dtype=torch.int64, device=values.device)
@@ -64,13 +59,21 @@ def value_basis(values: torch.Tensor):
     return basis.to(values.dtype), rank
 
 
-def certified_tall_basis(values: torch.Tensor, n_rows: torch.Tensor):
-    """Batched fast path: values (..., n, d_head) with padded rows zeroed and n_rows (...) >
-    d_head real rows → (basis (..., n, d_head) in values' dtype, certified (...) bool).
+def certified_tall_bases(values: torch.Tensor, real_rows: dict) -> dict:
+    """Fast path for many examples at once. values (batch, m, n, d_head); real_rows maps each
+    example to index its real tokens in (m, n, ·) tensors, more than d_head of them.
 
-    Where certified, V has full column rank under the rank rule and basis = V L⁻ᵀ; elsewhere
-    the caller must take the exact path.
+    Returns {example: basis (m, n_e, d_head) in values' dtype}, or None for an example with a
+    head that the bounds cannot prove full rank (the caller takes the exact path).
     """
-    values64 = values.to(FACTORISATION_DTYPE)
-    inverse, certified = _certified_full_rank(values64, values.dtype, n_rows)
-    return (values64 @ inverse.transpose(-1, -2)).to(values.dtype), certified
+    # Cast only the real rows: the padded ones would double the float64 work.
+    blocks = [values[example][rows].to(FACTORISATION_DTYPE) for example, rows in real_rows.items()]
+    m = values.shape[1]
+    gram = torch.stack([block.mT @ block for block in blocks]).flatten(0, 1)
+    n_rows = torch.tensor([block.shape[-2] for block in blocks], dtype=gram.dtype,
+                          device=gram.device).repeat_interleave(m)
+    inverse, certified = _certified_full_rank(gram, n_rows, values.dtype)
+    inverse_t = inverse.mT.unflatten(0, (-1, m))
+    every_certified = certified.unflatten(0, (-1, m)).all(-1).tolist()
+    return {example: (block @ inverse_t[index]).to(values.dtype) if every_certified[index] else None
+            for index, (example, block) in enumerate(zip(real_rows, blocks))}

@@ -121,6 +121,16 @@ def test_rank_deficient_values_from_repeated_tokens():
         assert np.abs(parts.attn_eff[head].numpy() - expected).max() < 1e-8
 
 
+def test_rank_deficient_long_example_in_a_padded_batch_takes_the_exact_path():
+    # Example 1 is longer than d_head but repeats 10 value rows: its heads cannot be certified
+    # full rank, so it falls back to the SVD while its neighbours stay on the fast path.
+    attn, values, mask = padded_batch([48, 40, 36], heads=2)
+    values[1, :, :40] = values[1, :, torch.arange(40) % 10]
+    parts = decompose_attention(attn, values, mask)
+    assert parts.rank.tolist() == [[D_HEAD, D_HEAD], [10, 10], [D_HEAD, D_HEAD]]
+    assert_matches_reference(attn, values, mask, 1e-8, np.finfo(np.float64).eps)
+
+
 def test_duplicated_tokens_in_a_short_sequence_lower_the_rank():
     generator = torch.Generator().manual_seed(4)
     values = torch.randn(1, 12, D_HEAD, generator=generator, dtype=torch.float32)
