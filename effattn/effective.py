@@ -135,6 +135,9 @@ def _decompose(attn, values, attention_mask, check_rows, keep_attn):
     rank = torch.full(per_example.shape[:2], d_head, dtype=torch.int64, device=attn.device)
     row_sums = []
     for example, (rows, block) in enumerate(indices):
+        if lengths[example] == 0:  # an all-padding row of the batch: nothing is real
+            rank[example] = 0
+            continue
         attn_block = per_example[example][block]
         if keep_attn:
             attn_real[example][block] = attn_block

@@ -144,6 +144,15 @@ def test_duplicated_tokens_in_a_short_sequence_lower_the_rank():
     assert not torch.allclose(parts.attn_eff, attn)
 
 
+def test_an_all_padding_example_is_zero_with_rank_zero():
+    attn, values, mask = padded_batch([48, 40])
+    mask[1] = 0
+    parts = decompose_attention(attn, values, mask)
+    assert parts.rank[1].tolist() == [0, 0, 0] and parts.nullity[1].tolist() == [0, 0, 0]
+    assert parts.attn_eff[1].abs().max() == 0 and parts.attn[1].abs().max() == 0
+    assert torch.equal(parts.attn_eff[0], effective_attention(attn[:1], values[:1], mask[:1])[0])
+
+
 def test_nonprefix_mask_matches_the_example_alone():
     attn, values, _ = padded_batch([48], heads=2)
     mask = torch.ones(1, 48, dtype=torch.long)
