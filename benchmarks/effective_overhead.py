@@ -11,7 +11,6 @@ machine noise hits both alike.
 """
 
 import argparse
-import csv
 import json
 import statistics
 import sys
@@ -26,6 +25,8 @@ from transformers import AutoModel, AutoTokenizer
 
 from effattn import capture_attention, effective_attention, original_code_effective_attention
 from effattn.routing import routed_attention
+from precompute.glue import read_tsv
+from precompute.schema import TASKS
 
 BATCH, SEQ_LEN = 8, 128
 FALLBACK_PAIRS = [  # used when the GLUE files are not beside the repo
@@ -37,12 +38,10 @@ FALLBACK_PAIRS = [  # used when the GLUE files are not beside the repo
 
 
 def sentence_pairs(glue_dir: Path) -> list[tuple[str, str]]:
-    path = glue_dir / "RTE" / "dev.tsv"
+    path = glue_dir / TASKS["rte"].folder / "dev.tsv"
     if not path.exists():
         return FALLBACK_PAIRS
-    with path.open(encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [(row["sentence1"], row["sentence2"]) for row in rows[:BATCH]]
+    return read_tsv("rte", path).head(BATCH).select("text_a", "text_b").rows()
 
 
 def timed(function) -> float:

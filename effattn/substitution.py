@@ -17,7 +17,7 @@ from .routing import routed_attention
 __all__ = ["effective_attention_substituted"]
 
 _METHODS = {
-    "exact": lambda attn, values, key_mask: effective_attention(attn, values, key_mask),
+    "exact": effective_attention,
     "original_code": original_code_effective_attention,
 }
 

@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from effattn.patterns import PATTERNS, normalise_rows  # noqa: E402
+from precompute.glue import read_tsv  # noqa: E402
+from precompute.schema import TASKS  # noqa: E402
 
 LABELS_PATH = REPO / "data" / "pattern_labels" / "labels.parquet"
 EVAL_PATH = REPO / "data" / "pattern_labels" / "classifier_eval.parquet"
@@ -47,10 +49,6 @@ GLUE_DIR = Path("/work/shared/glue")
 LABELLER = "AI assistant (Claude) viewing rendered maps"
 CODES = {"v": "vertical", "d": "diagonal", "vd": "vertical+diagonal", "b": "block",
          "h": "heterogeneous"}
-# GLUE folder and text columns per task (dev.tsv); one column = one-sentence task.
-TASKS = {"rte": ("RTE", ["sentence1", "sentence2"]), "mrpc": ("MRPC", ["#1 String", "#2 String"]),
-         "qnli": ("QNLI", ["question", "sentence"]), "sst2": ("SST-2", ["sentence"]),
-         "stsb": ("STS-B", ["sentence1", "sentence2"])}
 LABEL_SCHEMA = {
     "model": pl.String, "task": pl.String, "example_id": pl.Int64, "layer": pl.Int16,
     "head": pl.Int16, "kind": pl.String, "model_path": pl.String, "seq_len": pl.Int32,
@@ -63,9 +61,7 @@ LABEL_SCHEMA = {
 
 # ----------------------------------------------------------------------------- sample
 def _read_dev(task: str) -> pl.DataFrame:
-    folder, _ = TASKS[task]
-    return pl.read_csv(GLUE_DIR / folder / "dev.tsv", separator="\t", quote_char=None,
-                       infer_schema=False, truncate_ragged_lines=True)
+    return read_tsv(task, GLUE_DIR / TASKS[task].folder / "dev.tsv")
 
 
 def _capture_maps(model, encoded) -> tuple[np.ndarray, np.ndarray]:
@@ -89,14 +85,13 @@ def sample(args) -> int:
     model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     dev = _read_dev(args.task)
-    columns = TASKS[args.task][1]
     rng = np.random.default_rng(args.seed)
     ids = rng.choice(dev.height, size=min(args.n_examples, dev.height), replace=False)
     out = args.cache / f"{args.model_name}__{args.task}.npz"
     arrays = dict(np.load(out)) if out.exists() else {}
     for example_id in sorted(int(i) for i in ids):
-        texts = [dev[c][example_id] or "" for c in columns]
-        encoded = tokenizer(*texts, truncation=True, max_length=128, return_tensors="pt")
+        text_a, text_b = dev["text_a"][example_id], dev["text_b"][example_id]
+        encoded = tokenizer(text_a, text_b, truncation=True, max_length=128, return_tensors="pt")
         attn, attn_eff = _capture_maps(model, encoded)
         arrays[f"{example_id}/standard"] = attn.astype(np.float32)
         arrays[f"{example_id}/effective"] = attn_eff.astype(np.float32)
