@@ -34,13 +34,10 @@ class Panel:
     y: Sequence
     diverging: bool = False
     text: list[list[str]] | None = None  # optional per-cell hover text
-    zrange: tuple[float, float] | None = None  # fixed colour range; default from the data
     hover: dict = field(default_factory=lambda: {"x": "head", "y": "layer", "z": "value"})
 
 
 def _range(panel: Panel) -> tuple[float, float]:
-    if panel.zrange is not None:
-        return panel.zrange
     z = np.asarray(panel.z, dtype=float)
     if not np.isfinite(z).any():
         return (0.0, 1.0)
@@ -51,10 +48,12 @@ def _range(panel: Panel) -> tuple[float, float]:
     return (min(0.0, low), high or 1.0)
 
 
-def heatmaps(panels: list[Panel], *, height: int | None = None, reverse_y: bool = True,
-             x_title: str = "head", y_title: str = "layer", cols: int | None = None,
-             shared_y: bool = True, square: bool = False) -> go.Figure:
-    """Side-by-side heatmaps, each with its own colour bar; ``shared_y`` when all panels have the same rows."""
+def heatmaps(panels: list[Panel], *, height: int | None = None, x_title: str = "head", y_title: str = "layer",
+             cols: int | None = None, shared_y: bool = True, square: bool = False) -> go.Figure:
+    """Side-by-side heatmaps, each with its own colour bar; ``shared_y`` when all panels have the same rows.
+
+    Rows run top-down like a matrix: the first layer (or query) on top.
+    """
     cols = cols or len(panels)
     rows = -(-len(panels) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title for p in panels], shared_yaxes=shared_y,
@@ -79,7 +78,7 @@ def heatmaps(panels: list[Panel], *, height: int | None = None, reverse_y: bool 
         axes[f"xaxis{suffix}"] = {"title": {"text": x_title if row == rows - 1 else None}, "type": "category",
                                   **({"constrain": "domain"} if square else {})}
         axes[f"yaxis{suffix}"] = {"title": {"text": y_title if col == 0 else None}, "type": "category",
-                                  "autorange": "reversed" if reverse_y else True,
+                                  "autorange": "reversed",
                                   **({"scaleanchor": f"x{suffix}", "constrain": "domain"} if square else {})}
     fig.add_traces(traces)  # one call: plotly validates per call, and this is the slow part of a page
     fig.update_layout(axes)
@@ -99,8 +98,7 @@ def matrix(frame: pl.DataFrame, value: str, *, rows: str = "layer", cols: str = 
 
 
 def bars(frame: pl.DataFrame, *, x: str, y: str, color: str, colors: dict | None = None,
-         error: str | None = None, barmode: str = "group", y_title: str | None = None,
-         height: int = 380, hover_format: str = ".3f") -> go.Figure:
+         y_title: str | None = None, height: int = 380, hover_format: str = ".3f") -> go.Figure:
     """Grouped bars of ``y`` over ``x``, one colour per ``color`` value."""
     fig = go.Figure()
     groups = frame[color].unique(maintain_order=True).to_list()
@@ -110,20 +108,19 @@ def bars(frame: pl.DataFrame, *, x: str, y: str, color: str, colors: dict | None
         fig.add_trace(go.Bar(
             x=part[x].to_list(), y=part[y].to_list(), name=str(group),
             marker_color=(colors or {}).get(group),
-            error_y={"type": "data", "array": part[error].to_list()} if error else None,
             hovertemplate=f"{x} %{{x}}<br>{color} {group}<br>{y} %{{y:{hover_format}}}<extra></extra>",
         ))
-    fig.update_layout(barmode=barmode, height=height, yaxis_title=y_title or y, xaxis_title=x,
+    fig.update_layout(barmode="group", height=height, yaxis_title=y_title or y, xaxis_title=x,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend_title_text=color)
     return fig
 
 
 def show(fig: go.Figure, table: pl.DataFrame, name: str, *, key: str | None = None,
-         on_select=None, selection_mode=("points",)):
+         on_select=None):
     """Render ``fig`` with an image button (PNG/SVG) and a CSV download of ``table``."""
     fmt = st.session_state.get("image_format") or "svg"
     config = {"displaylogo": False, "toImageButtonOptions": {"format": fmt, "filename": name, "scale": 2}}
-    kwargs = {"on_select": on_select, "selection_mode": selection_mode} if on_select else {}
+    kwargs = {"on_select": on_select, "selection_mode": ("points",)} if on_select else {}
     event = st.plotly_chart(fig, config=config, key=key or f"chart-{name}", **kwargs)
     st.download_button(f"CSV: {name}", data=table.write_csv(), file_name=f"{name}.csv", mime="text/csv",
                        key=f"csv-{name}", on_click="ignore", icon=":material/download:")

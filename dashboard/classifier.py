@@ -1,7 +1,7 @@
 """The pattern classifier's measured accuracy (issue 4): macro-F1 and the confusion matrix.
 
-Read from a ``classifier_eval`` table in the run folder if there is one, else from the shared
-labels folder beside the runs (``<data>/pattern_labels/classifier_eval.parquet``). Long format:
+Read from the shared labels folder beside the runs (``<data>/pattern_labels/classifier_eval.parquet``,
+written by tools/label_patterns.py); run folders hold no such table. Long format:
 ``metric, kind, true_pattern, predicted_pattern, value, n`` with metric ∈ macro_f1, accuracy,
 confusion (a count per true × predicted class), labeller_self_agreement_*.
 """
@@ -23,9 +23,7 @@ LABELS_FILE = Path("pattern_labels") / "classifier_eval.parquet"
 
 def load(run: Run) -> pl.DataFrame:
     """The evaluation rows (empty frame when the classifier has not been evaluated)."""
-    if data.has_table(run, "classifier_eval"):
-        return data.read(run, "classifier_eval")
-    if remote.is_url(run.location):
+    if remote.is_url(run.location):  # the labels folder is not mirrored from a remote location
         return pl.DataFrame()
     path = Path(run.location).parent / LABELS_FILE
     return data.read_file(str(path)) if path.is_file() else pl.DataFrame()

@@ -22,14 +22,14 @@ import streamlit as st
 from dashboard import remote
 from dashboard.errors import DashboardError, NoCachesError
 from precompute import CacheError
-from precompute.schema import SCHEMA_VERSION, TABLES
-from precompute.store import check_schema_version
+from precompute.schema import SCHEMA_VERSION, TABLES, TASKS
+from precompute.store import RunFolder, check_schema_version
 
 DATA_ENV = "EFFATTN_DATA"
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 REMOTE_TTL_SECONDS = 300  # how long a remote listing or manifest is trusted before re-fetching
 RERUN = "re-run `python -m precompute ... --force`"
-TASK_ORDER = ("rte", "mrpc", "qnli", "sst2", "stsb")  # the paper's column order
+TASK_ORDER = tuple(TASKS)  # the schema lists tasks in the paper's column order
 _TASK_TABLES = ("metrics", "examples", "head_summary")  # any of these means a task has results
 
 
@@ -86,9 +86,9 @@ def _remote_runs(location: str) -> dict[str, str]:
     return remote.discover(location)
 
 
-def discover_runs(location: str | None = None) -> dict[str, str]:
-    """{run name: location} of every run at ``location``; NoCachesError when there is none."""
-    location = location or data_location()
+def discover_runs() -> dict[str, str]:
+    """{run name: location} of every run at data_location(); NoCachesError when there is none."""
+    location = data_location()
     runs = _remote_runs(location) if remote.is_url(location) else _local_runs(location)
     if not runs:
         raise NoCachesError(f"no run folder (a folder with manifest.json) under {location}")
@@ -103,10 +103,11 @@ def _mtime(path: Path) -> tuple[str, int, int]:
 @st.cache_data(show_spinner=False, max_entries=64)
 def _parse_manifest(path: str, stamp: tuple) -> dict:
     try:
-        manifest = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return RunFolder(Path(path).parent).read_manifest()
+    except CacheError as error:
+        raise DashboardError(str(error)) from None
+    except OSError:  # read_manifest converts only bad JSON; an unreadable file must still be named
         raise DashboardError(f"cache {path} is not valid JSON: {RERUN}") from None
-    return manifest
 
 
 @st.cache_data(ttl=REMOTE_TTL_SECONDS, show_spinner=False)
@@ -125,7 +126,7 @@ def load_run(name: str, location: str) -> Run:
         path = Path(location) / "manifest.json"
         manifest, where = _parse_manifest(str(path), _mtime(path)), str(path)
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION:  # read_manifest accepts a manifest without a version; the dashboard does not
         raise DashboardError(f"cache {where} has schema version {version}, this effattn reads {SCHEMA_VERSION}: {RERUN}")
     if not manifest.get("tasks"):
         manifest = {**manifest, "tasks": _tasks_on_disk(location)}
@@ -145,10 +146,8 @@ def table_files(run: Run, table: str, tasks: tuple[str, ...] | None = None) -> t
     if remote.is_url(run.location):
         paths = _mirror(run.location, table, wanted)
     else:
-        folder = Path(run.location) / table
-        paths = [path for task in wanted for path in sorted(folder.glob(f"task={task}/*.parquet"))]
-        if table not in TABLES and not paths:  # optional tables without task partitions
-            paths = sorted(folder.glob("*.parquet"))
+        run_folder = RunFolder(run.location)
+        paths = [path for task in wanted for path in run_folder.part_files(table, [task])]  # rows in task order
     return tuple(_mtime(Path(path)) for path in paths)
 
 
@@ -207,7 +206,3 @@ def read(run: Run, table: str, *, tasks: tuple[str, ...] | None = None, columns:
 def read_file(path: str) -> pl.DataFrame:
     """One Parquet file outside the run-folder schema (e.g. the classifier's evaluation)."""
     return _read((_mtime(Path(path)),), "", None, ())
-
-
-def has_table(run: Run, table: str, tasks: tuple[str, ...] | None = None) -> bool:
-    return bool(table_files(run, table, tasks))

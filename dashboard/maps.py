@@ -14,10 +14,10 @@ from dashboard.data import Run
 
 
 def sample_examples(run: Run, task: str) -> pl.DataFrame:
-    """The map sample of ``task``: example_id, seq_len, label, predictions, texts, tokens, segments."""
+    """The map sample of ``task``: example_id, label, predictions, texts, tokens, segments."""
     frame = data.read(run, "examples", tasks=(task,), in_map_sample=True,
-                      columns=("example_id", "seq_len", "label", "prediction", "prediction_effective",
-                               "text_a", "text_b", "tokens", "token_pos", "segment_ids"))
+                      columns=("example_id", "label", "prediction", "prediction_effective",
+                               "text_a", "text_b", "tokens", "segment_ids"))
     return frame.sort("example_id")
 
 

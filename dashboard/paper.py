@@ -7,7 +7,9 @@ time, minutes:seconds, on one GTX 1070). Shown beside our numbers, never mixed i
 
 from __future__ import annotations
 
-TASK_LABELS = {"rte": "RTE", "mrpc": "MRPC", "qnli": "QNLI", "sst2": "SST-2", "stsb": "STS-B"}
+from precompute.schema import TASKS
+
+TASK_LABELS = {task: info.folder for task, info in TASKS.items()}  # the GLUE folder names are the paper's labels
 
 # Table 2 column order: block (B), diagonal (D), vertical+diagonal (V+D), heterogeneous (H), vertical (V)
 TABLE2_PATTERNS = ("block", "diagonal", "vertical+diagonal", "heterogeneous", "vertical")

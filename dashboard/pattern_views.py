@@ -76,9 +76,8 @@ def grid_figure(grid: pl.DataFrame, kinds: tuple[str, ...], layers: tuple[int, .
 
 def clicked_cell(event) -> tuple[str, int, int, str] | None:
     """(kind, layer, head, class) of the clicked square in a grid selection event, else None."""
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
-        getattr(getattr(event, "selection", None), "points", [])
-    for point in points or []:
+    points = (event or {}).get("selection", {}).get("points") or []  # streamlit's PlotlyState is a dict
+    for point in points:
         custom = point.get("customdata")
         if custom:
             return custom[0], int(point["y"]), int(point["x"]), custom[1]

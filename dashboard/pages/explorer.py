@@ -33,7 +33,7 @@ row = texts[example_id]
 with st.spinner("Loading maps…"):
     loaded = maps.load_maps(run, task, (example_id,), (layer,), (head,), ("standard", "effective"))
     measures = data.read(run, "head_measures", tasks=(task,), example_id=example_id, layer=layer, head=head,
-                         kind="standard", columns=("seq_len", "rank", "nullity", "null_norm"))
+                         kind="standard", columns=("rank", "nullity", "null_norm"))
 attn, attn_eff = loaded.get((example_id, layer, head, "standard")), loaded.get((example_id, layer, head, "effective"))
 if attn is None or attn_eff is None:
     st.info(f"No stored maps for example {example_id}, layer {layer}, head {head}: pick another example or head.")
@@ -48,9 +48,12 @@ cols[0].metric("tokens n", n)
 cols[1].metric("d_head", d_head if d_head is not None else "?")
 rank = int(measures["rank"][0]) if not measures.is_empty() else None
 nullity = int(measures["nullity"][0]) if not measures.is_empty() else None
+stored_norm = measures["null_norm"][0] if not measures.is_empty() else None
+# stored from the full-precision maps; the stored maps are rounded, so recomputing is only a fallback
+null_norm = stored_norm if stored_norm is not None else float(np.linalg.norm(attn_null))
 cols[2].metric("rank of V", rank if rank is not None else "?")
 cols[3].metric("nullity (n − rank)", nullity if nullity is not None else "?")
-cols[4].metric("‖A − A_eff‖", f"{float(np.linalg.norm(attn_null)):.3f}")
+cols[4].metric("‖A − A_eff‖", f"{null_norm:.3f}")
 cols[5].metric("label / pred (std, eff)", f"{row['label']:g} / {row['prediction']:g}, {row['prediction_effective']:g}")
 if (d_head is not None and n <= d_head) or nullity == 0:
     st.info(f"Here n = {n} ≤ d_head = {d_head} (nullity {nullity}): V's left null space is empty, so effective "

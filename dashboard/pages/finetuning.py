@@ -54,11 +54,10 @@ statistic = st.segmented_control("Show", ["mean", "std", "IQR"], default="mean",
 part = summary if task == "all" else summary.filter(pl.col("task") == task)
 part = (part.group_by("layer", "head", "kind").agg(pl.col("mean", "std", "q25", "q75").mean())
         .with_columns((pl.col("q75") - pl.col("q25")).alias("IQR")).sort("kind", "layer", "head"))
-column = {"mean": "mean", "std": "std", "IQR": "IQR"}[statistic]
 panels = []
 for kind in selection.kinds:
     cells = part.filter(pl.col("kind") == kind)
-    layers, heads, z = charts.matrix(cells, column, row_values=selection.layers, col_values=selection.heads)
+    layers, heads, z = charts.matrix(cells, statistic, row_values=selection.layers, col_values=selection.heads)
     panels.append(Panel(f"{kind} · {statistic}", z, heads, layers, hover={"x": "head", "y": "layer", "z": statistic}))
 charts.show(charts.heatmaps(panels, height=140 + 24 * len(selection.layers)),
             part.with_columns(pl.lit(task).alias("task")), f"finetuning_heads_{task}")

@@ -51,8 +51,7 @@ for task in sorted(groups, key=lambda t: list(selection.tasks).index(t) if t in 
         text = [[f"sd {s:.3f}, n {c:.0f}" if np.isfinite(s) else "" for s, c in zip(srow, nrow)] for srow, nrow in zip(sd, n)]
         panels.append(Panel(f"{paper.task_label(task)} · {kind}", z, heads, types, diverging=kind != "standard",
                             text=text, hover={"x": "head", "y": "type", "z": "weight"}))
-fig = charts.heatmaps(panels, cols=len(selection.kinds), y_title="token type",
-                      height=110 + 230 * len(groups), reverse_y=True)
+fig = charts.heatmaps(panels, cols=len(selection.kinds), y_title="token type", height=110 + 230 * len(groups))
 table = summary.select("task", "layer", "head", "kind", "token_type", "mean", "std", "n").sort("task", "kind", "head")
 charts.show(fig, table, f"token_types_layer{layer}")
 
