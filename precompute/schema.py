@@ -68,9 +68,6 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
     },
 }
 
-METRICS = ("accuracy", "f1", "pearson", "spearman", "eval_seconds", "examples_per_second")
-
-
 @dataclass(frozen=True)
 class TaskInfo:
     """What the pipeline needs to know about one GLUE task."""

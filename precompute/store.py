@@ -71,14 +71,22 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise DiskFullError(f"disk full while writing {path}: free some space or choose another --out") from None
-        raise
+        with disk_full_as_error(f"writing {path}"):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def disk_full_as_error(doing: str) -> Iterator[None]:
+    """Turn a full disk (ENOSPC) inside the block into a one-line DiskFullError about `doing`."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise DiskFullError(f"disk full while {doing}: free some space or choose another --out") from None
+        raise
 
 
 @contextmanager

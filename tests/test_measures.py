@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import effattn
 from precompute import measures
 
 LENGTHS = (7, 5, 9)  # real tokens per example; the batch pads to 9
@@ -126,7 +127,9 @@ def test_cosine_of_a_map_with_itself_is_one(batch):
 
 def test_nullity_is_real_tokens_minus_rank(batch):
     _, signed, real = batch
-    rank = torch.tensor([[5, 7], [5, 5], [8, 9]])
-    got = measures.head_properties(*_torch(signed), rank, *_torch(real))
+    attn, real = _torch(signed, real)
+    capture = effattn.LayerCapture(layer=0, attn=attn, values=torch.zeros(0), attn_eff=torch.zeros_like(attn),
+                                   rank=torch.tensor([[5, 7], [5, 5], [8, 9]]), attention_mask=real)
+    got = measures.head_properties(capture, capture.attn_null)
     assert got["seq_len"].tolist() == [[7, 7], [5, 5], [9, 9]]
     assert got["nullity"].tolist() == [[2, 0], [0, 0], [1, 0]]
