@@ -135,9 +135,17 @@ def _candidates(cache: Path, labelled: set, rng) -> list[dict]:
 
 def _load_map(cache: Path, key: dict) -> tuple[np.ndarray, np.ndarray]:
     """-> (map (n, n) float32 as the model gave it, segment_ids (n,) int8)."""
-    arrays = np.load(cache / f"{key['model']}__{key['task']}.npz")
-    maps = arrays[f"{key['example_id']}/{key['kind']}"]
-    return maps[key["layer"], key["head"]], arrays[f"{key['example_id']}/segment_ids"]
+    maps, segment_ids = _example_maps(cache / f"{key['model']}__{key['task']}.npz",
+                                      key["example_id"], key["kind"])
+    return maps[key["layer"], key["head"]], segment_ids
+
+
+# Maps are drawn one head at a time but stored per example: decompress each example's
+# (layer, head, n, n) stack once, not once per head (up to 40·n times with --stratify).
+@functools.lru_cache(maxsize=32)
+def _example_maps(path: Path, example_id: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    arrays = np.load(path)
+    return arrays[f"{example_id}/{kind}"], arrays[f"{example_id}/segment_ids"]
 
 
 def _panel(weights: np.ndarray, segment_ids: np.ndarray, size: int):
