@@ -94,12 +94,20 @@ def run_analyse(run: RunFolder, tasks: list[str]) -> None:
         examples = run.scan("examples", [task])
         if not run.part_files("head_measures", [task]):
             raise CacheError(f"no head_measures for task {task} in {run.root}: run the extract stage first (--stages extract)")
-        tables = {"head_summary": head_summary(measures), "task_summary": task_summary(examples, task, d_head)}
-        if measures.select(pl.col("pattern").is_not_null().any()).collect().item():
-            tables["pattern_shares"] = pattern_shares(measures)
-            tables["pattern_grid"] = pattern_grid(measures)
-        else:  # no classes (any more): drop pattern tables of an earlier analysis
-            run.clear("pattern_shares", task)
-            run.clear("pattern_grid", task)
+        tables = _collect({
+            "head_summary": head_summary(measures), "task_summary": task_summary(examples, task, d_head),
+            "pattern_shares": pattern_shares(measures), "pattern_grid": pattern_grid(measures),
+        })
+        # pattern_shares lists every class of each task × kind with a classified map, so it is
+        # empty exactly when no map has a pattern yet (or any more).
+        if tables["pattern_shares"].is_empty():
+            for table in ("pattern_shares", "pattern_grid"):
+                run.clear(table, task)  # drop pattern tables of an earlier analysis
+                del tables[table]
         for table, frame in tables.items():
-            run.write_part(table, task, frame.collect(engine="streaming"), shard=Shard(), chunk=0)
+            run.write_part(table, task, frame, shard=Shard(), chunk=0)
+
+
+def _collect(frames: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
+    """Collect all frames in one query, so the caches they share are scanned once, not per table."""
+    return dict(zip(frames, pl.collect_all(frames.values(), engine="streaming")))

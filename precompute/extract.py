@@ -31,6 +31,7 @@ from precompute import ConfigError, measures, pos
 from precompute.config import RunConfig
 from precompute.evaluate import predictions_from_logits
 from precompute.finetune import load_classifier, pick_device
+from precompute.glue import second_texts
 from precompute.schema import KINDS, MAP_DECIMALS
 from precompute.store import RunFolder, Shard
 
@@ -169,9 +170,8 @@ def extract_chunk(models: Models, task: str, rows: pl.DataFrame, config: RunConf
 
 
 def _encode(tokenizer, rows: pl.DataFrame, config: RunConfig, *, padding: bool):
-    texts_b = rows["text_b"].to_list()
     return tokenizer(
-        rows["text_a"].to_list(), texts_b if any(text is not None for text in texts_b) else None,
+        rows["text_a"].to_list(), second_texts(rows),
         truncation=True, max_length=config.max_seq_len, padding=padding,
         return_offsets_mapping=padding, return_tensors="pt" if padding else None,
     )
@@ -179,9 +179,7 @@ def _encode(tokenizer, rows: pl.DataFrame, config: RunConfig, *, padding: bool):
 
 def _make_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> Batch:
     encoding = _encode(models.tokenizer, rows, config, padding=True)
-    texts_b = rows["text_b"].to_list()
-    pos_tags = pos.wordpiece_pos(models.tagger, encoding, rows["text_a"].to_list(),
-                                 texts_b if any(text is not None for text in texts_b) else None,
+    pos_tags = pos.wordpiece_pos(models.tagger, encoding, rows["text_a"].to_list(), second_texts(rows),
                                  models.tokenizer.cls_token_id, models.tokenizer.sep_token_id)
     real = encoding["attention_mask"].bool()
     inputs = {name: encoding[name] for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoding}

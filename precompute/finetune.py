@@ -25,6 +25,7 @@ from transformers.utils import logging as hf_logging
 from effattn.errors import UnsupportedModelError
 from precompute import ConfigError
 from precompute.config import RunConfig
+from precompute.glue import second_texts
 from precompute.schema import TASKS
 from precompute.store import RunFolder, atomic_path, disk_full_as_error
 
@@ -80,10 +81,9 @@ def check_returns_attention(model: torch.nn.Module, name: str | Path) -> None:
 
 def tokenize(tokenizer, frame: pl.DataFrame, max_seq_len: int) -> list[dict]:
     """One unpadded encoding per row (truncated to ``max_seq_len`` tokens)."""
-    text_b = frame["text_b"].to_list()
     encoded = tokenizer(
         frame["text_a"].to_list(),
-        text_b if any(t is not None for t in text_b) else None,
+        second_texts(frame),
         truncation=True,
         max_length=max_seq_len,
     )

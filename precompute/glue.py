@@ -127,6 +127,15 @@ def carve(dev: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, 
     return train, evaluation
 
 
+def second_texts(frame: pl.DataFrame) -> list[str | None] | None:
+    """The text_b column as a list, or None when no row has one.
+
+    Tokenizers take None as "single sentences"; a list of only None would ask for pairs.
+    """
+    texts_b = frame["text_b"].to_list()
+    return texts_b if any(text is not None for text in texts_b) else None
+
+
 def cap(frame: pl.DataFrame, limit: int | None, seed: int | None = None) -> pl.DataFrame:
     """At most ``limit`` rows: a seeded random subset (kept in source order) or the first rows."""
     if limit is None or len(frame) <= limit:

@@ -1,10 +1,10 @@
 """Per-head measures of attention maps: the columns of `head_measures` (docs/SCHEMA.md).
 
-Every function works on a padded batch of maps `attn` (batch, head, query, key) and reads only
-each example's real block: `real` (batch, key) is the attention mask as bool (right padding, so
-the real block is the top-left n×n corner). Results are (batch, head). `map_measures` and
-`head_properties`, which extract calls on every layer, instead take maps whose padding is already
-0, as `effattn.capture_attention` returns them, and skip the masking.
+`map_measures` and `head_properties`, which extract calls on every layer, take a padded batch of
+maps (batch, head, query, key) whose entries outside each example's real block are already 0, as
+`effattn.capture_attention` returns them, so they skip the masking; `real` (batch, key) is the
+attention mask as bool (right padding, so the real block is the top-left n×n corner). Results are
+(batch, head). `real_block` does that masking for maps that still hold padding.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def _n_real(real: torch.Tensor) -> torch.Tensor:
 
 
 def _column_weight_of(block: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
+    """(batch, head, key): the weight each key receives, averaged over the real queries."""
     return block.sum(dim=-2) / n_real[..., None]
 
 
@@ -68,6 +69,11 @@ def _masked_max(weights: torch.Tensor, is_type: torch.Tensor) -> torch.Tensor:
 
 
 def _entropy_of(block: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
+    """(batch, head): mean over real queries of the entropy (nats) of |row| / sum |row|.
+
+    For standard attention |row| / sum |row| is the row itself; for effective attention (rows
+    with negative entries that need not sum to 1) it is the nearest distribution reading.
+    """
     # With w = |row| and S = sum w, the entropy of w / S is log S − (sum w log w) / S: one pass
     # over the map fewer than normalising first. Padded rows (S = 0) contribute 0.
     weights = block.abs()
@@ -86,46 +92,6 @@ def _cosine_of(block: torch.Tensor, other: torch.Tensor, norm: torch.Tensor, oth
     return dot / (norm * other_norm).clamp_min(torch.finfo(REDUCTION_DTYPE).tiny)
 
 
-def column_weight(attn: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """(batch, head, key): the weight each key receives, averaged over the real queries."""
-    return _column_weight_of(real_block(attn, real), _n_real(real))
-
-
-def cls_weight(attn: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """(batch, head): weight on the [CLS] column (key 0) averaged over real queries."""
-    return column_weight(attn, real)[..., 0]
-
-
-def sep_weight(attn: torch.Tensor, real: torch.Tensor, is_sep: torch.Tensor) -> torch.Tensor:
-    """(batch, head): the larger query-averaged weight of the [SEP] column(s) (NaN if none)."""
-    return _masked_max(column_weight(attn, real), is_sep)
-
-
-def cls_row_max(attn: torch.Tensor, is_type: torch.Tensor) -> torch.Tensor:
-    """(batch, head): max weight of the [CLS] query row over keys of a type; NaN if absent."""
-    return _masked_max(attn[:, :, 0, :].to(REDUCTION_DTYPE), is_type)
-
-
-def mean_row_entropy(attn: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """(batch, head): mean over real queries of the entropy (nats) of |row| / sum |row|.
-
-    For standard attention |row| / sum |row| is the row itself; for effective attention (rows
-    with negative entries that need not sum to 1) it is the nearest distribution reading.
-    """
-    return _entropy_of(real_block(attn, real), _n_real(real))
-
-
-def frobenius_norm(attn: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """(batch, head): Frobenius norm of each real block (of attn_null: ‖A − A_eff‖)."""
-    return _norm_of(real_block(attn, real))
-
-
-def map_cosine(attn: torch.Tensor, other: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """(batch, head): cosine similarity of the flattened real blocks of two maps."""
-    block, other = real_block(attn, real), real_block(other, real)
-    return _cosine_of(block, other, _norm_of(block), _norm_of(other))
-
-
 def map_measures(attn: torch.Tensor, pretrained: torch.Tensor, real: torch.Tensor,
                  types: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """The kind-specific measures of one kind's maps: column name -> (batch, head) float32.
@@ -133,7 +99,7 @@ def map_measures(attn: torch.Tensor, pretrained: torch.Tensor, real: torch.Tenso
     attn, pretrained: this kind's map of the model and of the pretrained model on the same batch,
     already 0 outside each real block, as `effattn.capture_attention` returns them
     (LayerCapture), so they are only converted here, not masked again.
-    types: `token_type_masks` of the batch. Same results as the public functions above.
+    types: `token_type_masks` of the batch.
     """
     block, other, n_real = attn.to(REDUCTION_DTYPE), pretrained.to(REDUCTION_DTYPE), _n_real(real)
     columns = {

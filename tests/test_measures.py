@@ -39,9 +39,26 @@ def _torch(*arrays):
     return [torch.from_numpy(np.ascontiguousarray(array)) for array in arrays]
 
 
+def _map_measure(column: str, attn: np.ndarray, real: np.ndarray, *, pretrained: np.ndarray | None = None,
+                 types: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+    """One column of `measures.map_measures`, fed as extract feeds it: maps already masked."""
+    attn, real = _torch(attn, real)
+    other = attn if pretrained is None else _torch(pretrained)[0]
+    if types is None:
+        types = measures.token_type_masks([[]] * len(real), real.shape[-1])
+    blocks = measures.real_block(attn, real), measures.real_block(other, real)
+    return measures.map_measures(*blocks, real, types)[column]
+
+
+def _capture(attn: torch.Tensor, real: torch.Tensor) -> effattn.LayerCapture:
+    """A layer capture of the batch whose effective map is 0, so attn_null is attn itself."""
+    return effattn.LayerCapture(layer=0, attn=attn, values=torch.zeros(0), attn_eff=torch.zeros_like(attn),
+                                rank=torch.tensor([[5, 7], [5, 5], [8, 9]]), attention_mask=real)
+
+
 def test_cls_weight_is_first_column_averaged_over_real_queries(batch):
     attn, _, real = batch
-    got = measures.cls_weight(*_torch(attn, real)).numpy()
+    got = _map_measure("cls_weight", attn, real)
     want = [[_real(attn, row, head)[:, 0].mean() for head in range(N_HEAD)] for row in range(len(LENGTHS))]
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -51,7 +68,8 @@ def test_sep_weight_takes_the_larger_of_two_sep_columns(batch):
     is_sep = np.zeros_like(real)
     for row, n in enumerate(LENGTHS):
         is_sep[row, [n // 2, n - 1]] = True  # a sentence pair: [SEP] mid-way and at the end
-    got = measures.sep_weight(*_torch(attn, real, is_sep)).numpy()
+    types = {**measures.token_type_masks([[]] * len(LENGTHS), N_KEY), "sep": torch.from_numpy(is_sep)}
+    got = _map_measure("sep_weight", attn, real, types=types)
     for row, n in enumerate(LENGTHS):
         for head in range(N_HEAD):
             columns = _real(attn, row, head).mean(axis=0)
@@ -64,7 +82,7 @@ def test_cls_row_weight_is_max_over_tokens_of_a_hand_tagged_type(batch):
                 ["[CLS]", "PRON", "VERB", "PUNCT", "[SEP]"],
                 ["[CLS]", "NOUN", "VERB", "", "DET", "NOUN", "PUNCT", "NOUN", "[SEP]"]]
     types = measures.token_type_masks(pos_tags, N_KEY)
-    got = measures.cls_row_max(*_torch(attn), types["noun"]).numpy()
+    got = _map_measure("cls_row_noun", attn, real, types=types)
     for row, tags in enumerate(pos_tags):
         nouns = [key for key, tag in enumerate(tags) if tag == "NOUN"]
         for head in range(N_HEAD):
@@ -75,7 +93,7 @@ def test_cls_row_weight_is_max_over_tokens_of_a_hand_tagged_type(batch):
 def test_cls_row_weight_is_nan_when_the_type_is_absent(batch):
     attn, _, real = batch
     types = measures.token_type_masks([["[CLS]", "NOUN", "[SEP]"]] * len(LENGTHS), N_KEY)
-    assert np.isnan(measures.cls_row_max(*_torch(attn), types["verb"]).numpy()).all()
+    assert np.isnan(_map_measure("cls_row_verb", attn, real, types=types)).all()
 
 
 def test_token_type_masks_mark_specials_and_ignore_continuations():
@@ -88,7 +106,7 @@ def test_token_type_masks_mark_specials_and_ignore_continuations():
 
 def test_entropy_is_mean_row_entropy_of_abs_normalised_rows(batch):
     _, signed, real = batch
-    got = measures.mean_row_entropy(*_torch(signed, real)).numpy()
+    got = _map_measure("entropy", signed, real)
     for row in range(len(LENGTHS)):
         for head in range(N_HEAD):
             probs = np.abs(_real(signed, row, head))
@@ -99,20 +117,21 @@ def test_entropy_is_mean_row_entropy_of_abs_normalised_rows(batch):
 
 def test_entropy_of_uniform_attention_is_log_n():
     n = 6
-    attn = torch.full((1, 1, n, n), 1.0 / n)
-    assert measures.mean_row_entropy(attn, torch.ones(1, n, dtype=torch.bool)).item() == pytest.approx(np.log(n))
+    attn = np.full((1, 1, n, n), 1.0 / n, dtype=np.float32)
+    assert _map_measure("entropy", attn, np.ones((1, n), dtype=bool)).item() == pytest.approx(np.log(n))
 
 
-def test_frobenius_norm_reads_only_the_real_block(batch):
+def test_null_norm_is_the_frobenius_norm_of_the_real_block(batch):
     _, signed, real = batch
-    got = measures.frobenius_norm(*_torch(signed, real)).numpy()
+    attn, real = _torch(signed, real)
+    got = measures.head_properties(_capture(attn, real), measures.real_block(attn, real))["null_norm"]
     want = [[np.linalg.norm(_real(signed, row, head)) for head in range(N_HEAD)] for row in range(len(LENGTHS))]
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_cosine_matches_numpy_on_flattened_real_blocks(batch):
     attn, signed, real = batch
-    got = measures.map_cosine(*_torch(attn, signed, real)).numpy()
+    got = _map_measure("pretrained_cosine", attn, real, pretrained=signed)
     for row in range(len(LENGTHS)):
         for head in range(N_HEAD):
             left, right = _real(attn, row, head).ravel(), _real(signed, row, head).ravel()
@@ -122,14 +141,12 @@ def test_cosine_matches_numpy_on_flattened_real_blocks(batch):
 
 def test_cosine_of_a_map_with_itself_is_one(batch):
     attn, _, real = batch
-    np.testing.assert_allclose(measures.map_cosine(*_torch(attn, attn, real)).numpy(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(_map_measure("pretrained_cosine", attn, real, pretrained=attn), 1.0, rtol=1e-6)
 
 
 def test_nullity_is_real_tokens_minus_rank(batch):
     _, signed, real = batch
-    attn, real = _torch(signed, real)
-    capture = effattn.LayerCapture(layer=0, attn=attn, values=torch.zeros(0), attn_eff=torch.zeros_like(attn),
-                                   rank=torch.tensor([[5, 7], [5, 5], [8, 9]]), attention_mask=real)
+    capture = _capture(*_torch(signed, real))
     got = measures.head_properties(capture, capture.attn_null)
     assert got["seq_len"].tolist() == [[7, 7], [5, 5], [9, 9]]
     assert got["nullity"].tolist() == [[2, 0], [0, 0], [1, 0]]
