@@ -89,12 +89,22 @@ def heatmaps(panels: list[Panel], *, height: int | None = None, x_title: str = "
 def matrix(frame: pl.DataFrame, value: str, *, rows: str = "layer", cols: str = "head",
            row_values: Sequence | None = None, col_values: Sequence | None = None) -> tuple[list, list, np.ndarray]:
     """(row labels, column labels, z) of ``value`` from a long frame; NaN where missing."""
+    row_values, col_values, (z,) = matrices(frame, (value,), rows=rows, cols=cols, row_values=row_values,
+                                            col_values=col_values)
+    return row_values, col_values, z
+
+
+def matrices(frame: pl.DataFrame, values: Sequence[str], *, rows: str = "layer", cols: str = "head",
+             row_values: Sequence | None = None,
+             col_values: Sequence | None = None) -> tuple[list, list, list[np.ndarray]]:
+    """(row labels, column labels, one z per column of ``values``) from one pass over a long frame."""
     row_values = list(row_values if row_values is not None else sorted(frame[rows].unique().to_list()))
     col_values = list(col_values if col_values is not None else sorted(frame[cols].unique().to_list()))
-    lookup = {(r, c): v for r, c, v in frame.select(rows, cols, value).iter_rows()}
-    z = np.array([[lookup.get((r, c)) for c in col_values] for r in row_values], dtype=float).reshape(
-        len(row_values), len(col_values))  # None -> NaN
-    return row_values, col_values, z
+    lookup = {(r, c): cell for r, c, *cell in frame.select(rows, cols, *values).iter_rows()}
+    missing = [None] * len(values)
+    cube = np.array([[lookup.get((r, c), missing) for c in col_values] for r in row_values], dtype=float).reshape(
+        len(row_values), len(col_values), len(values))  # None -> NaN
+    return row_values, col_values, [np.ascontiguousarray(cube[:, :, i]) for i in range(len(values))]
 
 
 def bars(frame: pl.DataFrame, *, x: str, y: str, color: str, colors: dict | None = None,

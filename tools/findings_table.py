@@ -14,7 +14,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
 
 from dashboard import data, paper  # noqa: E402
-from dashboard.findings import findings  # noqa: E402
+from dashboard.findings import eval_times, final_cls_row, findings, read_head_summary  # noqa: E402
 
 
 def markdown(frame: pl.DataFrame) -> str:
@@ -24,30 +24,22 @@ def markdown(frame: pl.DataFrame) -> str:
 
 
 def per_task(run: data.Run, tasks: tuple[str, ...]) -> pl.DataFrame:
+    # the Findings' own reads and filters: these per-task numbers come from the rows the Findings average
     shares = data.read(run, "pattern_shares", tasks=tasks)
-    cls_row = data.read(run, "head_summary", tasks=tasks, layer=run.n_layers - 1,
-                        measure=("cls_row_sep", "cls_row_punct", "cls_row_cls"))
+    cls_row = final_cls_row(run, read_head_summary(run, tasks))
     summary = data.read(run, "task_summary", tasks=tasks)
-    metrics = data.read(run, "metrics", tasks=tasks)
+    ratios = dict(eval_times(data.read(run, "metrics", tasks=tasks), tasks).select("task", "ratio").iter_rows())
     rows = []
     for task in tasks:
         def share(kind, pattern):
-            value = shares.filter((pl.col("task") == task) & (pl.col("kind") == kind)
-                                  & (pl.col("pattern") == pattern))["share"]
+            value = shares.filter(task=task, kind=kind, pattern=pattern)["share"]
             return f"{value[0]:.1%}" if len(value) else "–"
 
         def cls(kind, measure):
-            value = cls_row.filter((pl.col("task") == task) & (pl.col("kind") == kind)
-                                   & (pl.col("measure") == measure))["mean"].mean()
+            value = cls_row.filter(task=task, kind=kind, measure=measure)["mean"].mean()
             return f"{value:.3f}" if value is not None else "–"
 
-        def seconds(kind):
-            value = metrics.filter((pl.col("task") == task) & (pl.col("kind") == kind)
-                                   & (pl.col("metric") == "eval_seconds"))["value"]
-            return value[0] if len(value) else None
-
         task_row = summary.filter(pl.col("task") == task)
-        standard, effective = seconds("standard"), seconds("effective")
         rows.append({
             "task": paper.task_label(task),
             "vertical std→eff (paper)": f"{share('standard', 'vertical')}→{share('effective', 'vertical')} "
@@ -59,7 +51,7 @@ def per_task(run: data.Run, tasks: tuple[str, ...]) -> pl.DataFrame:
             "[CLS]→[SEP] std→eff": f"{cls('standard', 'cls_row_sep')}→{cls('effective', 'cls_row_sep')}",
             "[CLS]→punct std→eff": f"{cls('standard', 'cls_row_punct')}→{cls('effective', 'cls_row_punct')}",
             "[CLS]→[CLS] std→eff": f"{cls('standard', 'cls_row_cls')}→{cls('effective', 'cls_row_cls')}",
-            "eval time eff/std": f"{effective / standard:.2f}×" if standard and effective else "–",
+            "eval time eff/std": f"{ratios[task]:.2f}×" if ratios[task] is not None else "–",
             "n ≤ d_head": f"{task_row['share_le_d_head'][0]:.0%}" if len(task_row) else "–",
             "mean n": f"{task_row['mean_seq_len'][0]:.0f}" if len(task_row) else "–",
         })
@@ -67,9 +59,9 @@ def per_task(run: data.Run, tasks: tuple[str, ...]) -> pl.DataFrame:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
         print("usage: python tools/findings_table.py RUN_FOLDER", file=sys.stderr)
-        return 2
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     run = data.load_run(Path(argv[0]).name, str(Path(argv[0]).resolve()))
     tasks = run.tasks_with_data()
     print(markdown(findings(run, tasks)))

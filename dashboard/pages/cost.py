@@ -4,6 +4,7 @@ import polars as pl
 import streamlit as st
 
 from dashboard import charts, data, paper, sidebar
+from dashboard.findings import eval_times
 
 selection = sidebar.current()
 run = selection.run
@@ -13,33 +14,33 @@ st.caption("Evaluation clock time over the dev set with standard attention and w
 sidebar.require(selection, "tasks")
 
 with st.spinner("Reading metrics…"):
-    metrics = data.read(run, "metrics", tasks=selection.tasks, metric=("eval_seconds", "examples_per_second"),
-                        columns=("task", "kind", "metric", "value", "n_examples"))
-rows = []
-for task in selection.tasks:
-    ours = metrics.filter(pl.col("task") == task)
-    get = lambda kind, metric: next(iter(ours.filter((pl.col("kind") == kind) & (pl.col("metric") == metric))["value"]), None)  # noqa: E731
-    std, eff = get("standard", "eval_seconds"), get("effective", "eval_seconds")
-    paper_times = paper.TABLE3_SECONDS.get(task, {})
-    p_std, p_eff = paper_times.get("standard"), paper_times.get("effective")
-    n_examples = next(iter(ours["n_examples"]), None)
-    rows.append({
-        "task": paper.task_label(task), "n_examples": n_examples,
-        "ours standard": paper.mmss(std), "ours effective": paper.mmss(eff),
-        "ours ratio": eff / std if std and eff else None,
-        "ours examples/s standard": get("standard", "examples_per_second"),
-        "ours examples/s effective": get("effective", "examples_per_second"),
-        "paper standard": paper.mmss(p_std), "paper effective": paper.mmss(p_eff),
-        "paper ratio": p_eff / p_std if p_std else None,
-        "_std_s": std, "_eff_s": eff})
-table = pl.DataFrame(rows, infer_schema_length=None)
-if table["_std_s"].is_null().all():
+    # all metrics, as the Overview reads them: one cache entry serves both pages
+    metrics = data.read(run, "metrics", tasks=selection.tasks)
+times = eval_times(metrics, selection.tasks)
+if times["standard_eval_seconds"].is_null().all():
     st.info("No evaluation times in this run yet (the evaluate stage writes eval_seconds).")
     st.stop()
 
+
+def table3_row(ours: dict) -> dict:
+    """Ours beside the paper's Table 3 for one task."""
+    paper_times = paper.TABLE3_SECONDS.get(ours["task"], {})
+    p_std, p_eff = paper_times.get("standard"), paper_times.get("effective")
+    return {
+        "task": paper.task_label(ours["task"]), "n_examples": ours["n_examples"],
+        "ours standard": paper.mmss(ours["standard_eval_seconds"]),
+        "ours effective": paper.mmss(ours["effective_eval_seconds"]),
+        "ours ratio": ours["ratio"],
+        "ours examples/s standard": ours["standard_examples_per_second"],
+        "ours examples/s effective": ours["effective_examples_per_second"],
+        "paper standard": paper.mmss(p_std), "paper effective": paper.mmss(p_eff),
+        "paper ratio": p_eff / p_std if p_std else None}
+
+
+table = pl.DataFrame([table3_row(ours) for ours in times.iter_rows(named=True)], infer_schema_length=None)
+
 st.subheader("Table 3: evaluation time (m:ss)")
-shown = table.drop("_std_s", "_eff_s")
-st.dataframe(shown, hide_index=True, width="stretch",
+st.dataframe(table, hide_index=True, width="stretch",
              column_config={"ours ratio": st.column_config.NumberColumn(format="%.2f×"),
                             "paper ratio": st.column_config.NumberColumn(format="%.2f×"),
                             "ours examples/s standard": st.column_config.NumberColumn(format="%.1f"),
@@ -56,8 +57,9 @@ fig.add_hline(y=2.0, line_dash="dot", line_color="#555", annotation_text="2×")
 charts.show(fig, ratios, "cost_ratio")
 
 seconds = pl.concat([
-    table.select("task", pl.col("_std_s").alias("seconds"), pl.lit("standard").alias("kind")),
-    table.select("task", pl.col("_eff_s").alias("seconds"), pl.lit("effective").alias("kind")),
+    times.select(pl.col("task").replace_strict(paper.TASK_LABELS, default=pl.col("task")),
+                 pl.col(f"{kind}_eval_seconds").alias("seconds"), pl.lit(kind).alias("kind"))
+    for kind in ("standard", "effective")
 ]).drop_nulls("seconds")
 fig = charts.bars(seconds, x="task", y="seconds", color="kind", colors=charts.KIND_COLORS,
                   y_title="our evaluation time (s)", hover_format=".1f")

@@ -33,7 +33,7 @@ if summary.is_empty():
     st.stop()
 summary = summary.with_columns(pl.col("measure").replace_strict(TYPES).alias("token_type"))
 if view == "averaged over tasks":
-    summary = (summary.group_by("layer", "head", "kind", "measure", "token_type")
+    summary = (summary.group_by("layer", "head", "kind", "measure", "token_type", maintain_order=True)  # a stable CSV
                .agg(pl.col("mean").mean(), pl.col("std").mean(), pl.col("n").sum())
                .with_columns(pl.lit("all selected").alias("task")))
 groups = summary["task"].unique(maintain_order=True).to_list()
@@ -43,11 +43,8 @@ panels = []
 for task in sorted(groups, key=lambda t: list(selection.tasks).index(t) if t in selection.tasks else -1):
     for kind in selection.kinds:
         part = summary.filter((pl.col("task") == task) & (pl.col("kind") == kind))
-        types, heads, z = charts.matrix(part, "mean", rows="token_type", cols="head", row_values=order,
-                                        col_values=selection.heads)
-        _, _, sd = charts.matrix(part, "std", rows="token_type", cols="head", row_values=order,
-                                 col_values=selection.heads)
-        _, _, n = charts.matrix(part, "n", rows="token_type", cols="head", row_values=order, col_values=selection.heads)
+        types, heads, (z, sd, n) = charts.matrices(part, ("mean", "std", "n"), rows="token_type", cols="head",
+                                                    row_values=order, col_values=selection.heads)
         text = [[f"sd {s:.3f}, n {c:.0f}" if np.isfinite(s) else "" for s, c in zip(srow, nrow)] for srow, nrow in zip(sd, n)]
         panels.append(Panel(f"{paper.task_label(task)} · {kind}", z, heads, types, diverging=kind != "standard",
                             text=text, hover={"x": "head", "y": "type", "z": "weight"}))
