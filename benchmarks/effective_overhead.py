@@ -2,10 +2,13 @@
 
 Prints one JSON line. `ratio` = (forward with attentions + effective attention of every head of
 every example) / (forward with attentions), MiniLM, batch 8, inputs padded to 128 as in the
-paper; `original_code_ratio` the same with the research code's padded method; `capture_ratio`
-the same for `capture_attention`, which also keeps each layer's masked A, V and rank. Times are
-medians of repeats in one process, each method interleaved with its own forward passes so
-machine noise hits both alike.
+paper, computed inside the forward as capture does it (A_eff written into the layer's spent
+score buffer); `fresh_output_ratio` the same with A_eff in newly allocated memory, as a plain
+`effective_attention(attn, values, mask)` call does (the page faults of 6 MB per layer are
+visible here); `original_code_ratio` the same with the research code's padded method;
+`capture_ratio` the same for `capture_attention`, which also keeps each layer's masked A, V and
+rank. Times are medians of repeats in one process, each method interleaved with its own forward
+passes so machine noise hits both alike.
 
     python benchmarks/effective_overhead.py [--repeats 15] [--glue-dir ../shared/glue]
 """
@@ -79,8 +82,8 @@ def main() -> None:
             model(**batch, output_attentions=True)
 
     def with_each_layer(method):
-        def handler(attn, values, key_mask):
-            method(attn, values, key_mask)  # computed for every head and example, then dropped
+        def handler(attn, values, key_mask, spare):
+            method(attn, values, key_mask, spare)  # every head and example, then dropped
             return attn
 
         def run():
@@ -94,8 +97,12 @@ def main() -> None:
         error = (layer.attn_eff @ layer.values - output).abs().max() / output.abs().max()
         identity_error = max(identity_error, error.item())
 
-    methods = {"effective": with_each_layer(effective_attention),
-               "original_code": with_each_layer(original_code_effective_attention),
+    methods = {"effective": with_each_layer(
+                   lambda attn, values, mask, spare: effective_attention(attn, values, mask, out=spare)),
+               "fresh_output": with_each_layer(
+                   lambda attn, values, mask, spare: effective_attention(attn, values, mask)),
+               "original_code": with_each_layer(
+                   lambda attn, values, mask, spare: original_code_effective_attention(attn, values, mask)),
                "capture": lambda: capture_attention(model, batch)}
     # Each method is timed in a phase of its own, interleaved with its own forward passes: the
     # methods allocate differently (the research code's padded SVDs most of all), and what one
@@ -111,6 +118,7 @@ def main() -> None:
         "real_tokens": batch["attention_mask"].sum(-1).tolist(), "threads": torch.get_num_threads(),
         "repeats": args.repeats, "forward_s": round(statistics.median(forward_s), 5),
         "effective_s": round(method_s["effective"], 5), "ratio": ratio["effective"],
+        "fresh_output_ratio": ratio["fresh_output"],
         "original_code_ratio": ratio["original_code"], "capture_ratio": ratio["capture"],
         "max_abs_identity_error": identity_error,
     }))

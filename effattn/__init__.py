@@ -1,7 +1,7 @@
 """effattn: exact, fast effective attention for Hugging Face encoders.
 
     decompose_attention(attn, values, attention_mask) -> AttentionDecomposition
-    effective_attention(attn, values, attention_mask) -> attn_eff
+    effective_attention(attn, values, attention_mask, out=None) -> attn_eff
     original_code_effective_attention(...)   the research code's padded method, comparison only
     capture_attention(model, batch, on_layer=None) -> CaptureResult
     effective_attention_substituted(model)   context manager: forward passes use A_eff

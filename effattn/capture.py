@@ -54,8 +54,8 @@ def capture_attention(model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
     """
     kept: list[LayerCapture] = []
 
-    def record(attn, values, key_mask):
-        parts = decompose_attention(attn, values, key_mask, check_rows=False)
+    def record(attn, values, key_mask, spare):
+        parts = decompose_attention(attn, values, key_mask, check_rows=False, out=spare)
         capture = LayerCapture(layer=layer_counter[0], attn=parts.attn, values=values,
                                attn_eff=parts.attn_eff, rank=parts.rank, attention_mask=key_mask)
         layer_counter[0] += 1

@@ -17,6 +17,11 @@ import torch
 from .errors import InputShapeError, NotAProbabilityError
 from .value_basis import certified_tall_bases, value_basis
 
+try:  # numba compiles the CPU fast path; without it the same arithmetic runs as torch ops
+    from .fused_cpu import fused_bases
+except ImportError:
+    fused_bases = None
+
 __all__ = ["AttentionDecomposition", "decompose_attention", "effective_attention"]
 
 # Attention rows must sum to 1 within this; looser than float32 rounding, far tighter than any
@@ -64,31 +69,49 @@ def check_inputs(attn, values, attention_mask) -> None:
             f"{tuple(attention_mask.shape)}: pass the tokenizer's attention_mask for this batch")
 
 
+def _check_row_error(row_error: float) -> None:
+    """row_error: the largest |sum over real keys − 1| of any real query row."""
+    if not row_error <= ROW_SUM_TOLERANCE:  # nan fails too
+        raise NotAProbabilityError(
+            f"attention rows must sum to 1 over real keys, but one is off by {row_error:.3g}: "
+            "pass softmax probabilities (eval mode, no dropout), not scores or averaged maps")
+
+
 def _check_rows_sum_to_one(row_sums: torch.Tensor) -> None:
     """row_sums: any shape, each a query row's sum over the real keys."""
-    row_error = (row_sums - 1).abs().max()
-    if row_error > ROW_SUM_TOLERANCE:
-        raise NotAProbabilityError(
-            f"attention rows must sum to 1 over real keys, but one is off by {row_error.item():.3g}: "
-            "pass softmax probabilities (eval mode, no dropout), not scores or averaged maps")
+    _check_row_error((row_sums - 1).abs().max().item())
+
+
+def _check_out(out, attn) -> None:
+    if out is None:
+        return
+    if (out.shape != attn.shape or out.dtype != attn.dtype or out.device != attn.device
+            or not out.is_contiguous()):
+        raise InputShapeError(
+            f"out must be a contiguous {attn.dtype} tensor shaped like attn {tuple(attn.shape)} on "
+            f"{attn.device}, got {out.dtype} {tuple(out.shape)} on {out.device}: allocate it with "
+            "torch.empty_like(attn)")
+    if out.untyped_storage().data_ptr() == attn.untyped_storage().data_ptr():
+        raise InputShapeError("out shares memory with attn, which is still read while out is "
+                              "written: pass a separate buffer, e.g. torch.empty_like(attn)")
 
 
 def _real_block_indices(attention_mask: torch.Tensor):
     """Per example, (rows, block) indexing its real tokens in (head, n, ·) and (head, n, n)
     tensors: plain slices when they form a prefix (the usual right padding), index tensors
-    otherwise. Also returns the real lengths as a list."""
+    otherwise. Also returns the real lengths and which examples are prefixes, as lists."""
     lengths = attention_mask.sum(-1)
     positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    prefix = ((positions < lengths[:, None]) == attention_mask.bool()).all(-1)
+    prefix = ((positions < lengths[:, None]) == attention_mask.bool()).all(-1).tolist()
     indices, lengths = [], lengths.tolist()
-    for example, (n_real, is_prefix) in enumerate(zip(lengths, prefix.tolist())):
+    for example, (n_real, is_prefix) in enumerate(zip(lengths, prefix)):
         if is_prefix:
             crop = slice(0, n_real)
             indices.append(((slice(None), crop), (slice(None), crop, crop)))
         else:
             kept = attention_mask[example].nonzero().squeeze(-1)
             indices.append(((slice(None), kept), (slice(None), kept[:, None], kept[None, :])))
-    return indices, lengths
+    return indices, lengths, prefix
 
 
 def _decompose_block(attn_block, values_block, check_rows):
@@ -108,55 +131,86 @@ def _decompose_block(attn_block, values_block, check_rows):
 
 def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
                         attention_mask: torch.Tensor | None = None, *,
-                        check_rows: bool = True) -> AttentionDecomposition:
-    """Split attn into its effective part and its null part, per example and head, exactly."""
-    return AttentionDecomposition(*_decompose(attn, values, attention_mask, check_rows, True))
+                        check_rows: bool = True,
+                        out: torch.Tensor | None = None) -> AttentionDecomposition:
+    """Split attn into its effective part and its null part, per example and head, exactly.
+    `out`, if given, receives attn_eff (every element is written)."""
+    return AttentionDecomposition(*_decompose(attn, values, attention_mask, check_rows, True, out))
 
 
-def _decompose(attn, values, attention_mask, check_rows, keep_attn):
+def _fused_cpu_applies(attn, values) -> bool:
+    """The compiled CPU pass takes float32 and float64 and is not differentiable: other dtypes
+    and inputs needing gradients take torch ops."""
+    needs_grad = torch.is_grad_enabled() and (attn.requires_grad or values.requires_grad)
+    return (fused_bases is not None and attn.device.type == "cpu" and not needs_grad
+            and attn.dtype in (torch.float32, torch.float64))
+
+
+def _decompose(attn, values, attention_mask, check_rows, keep_attn, out):
     """(attn restricted to the real blocks or None, attn_eff, rank, n_real)."""
     check_inputs(attn, values, attention_mask)
+    _check_out(out, attn)
     leading, n, d_head = attn.shape[:-2], attn.shape[-1], values.shape[-1]
-    if attention_mask is None:  # every leading matrix is one unpadded block
-        attn_eff, rank = _decompose_block(
-            attn.reshape(-1, n, n), values.reshape(-1, n, d_head), check_rows)
-        n_real = torch.full(leading, n, dtype=torch.int64, device=attn.device)
-        return attn, attn_eff.reshape(attn.shape), rank.reshape(leading), n_real
-    per_example = attn.reshape(attn.shape[0], -1, n, n)      # (batch, heads…, query, key)
-    values_per_example = values.reshape(attn.shape[0], -1, n, d_head)
-    indices, lengths = _real_block_indices(attention_mask)
-    # Examples longer than d_head share one batched float64 factorisation; short ones, and
-    # any example with a head the fast path cannot certify, take the exact path per example.
-    tall = [example for example, length in enumerate(lengths) if length > d_head]
-    bases = certified_tall_bases(
-        values_per_example, {example: indices[example][0] for example in tall}) if tall else {}
-    attn_eff = torch.zeros_like(per_example)
-    attn_real = torch.zeros_like(per_example) if keep_attn else None
+    if attention_mask is None:  # one unpadded example whose "heads" are all leading matrices
+        attention_mask = torch.ones(1, n, dtype=torch.bool, device=attn.device)
+        batch = 1
+    else:
+        batch = attn.shape[0]
+    per_example = attn.reshape(batch, -1, n, n)          # (batch, heads…, query, key)
+    values_per_example = values.reshape(batch, -1, n, d_head)
+    indices, lengths, prefix = _real_block_indices(attention_mask)
+    attn_eff = torch.empty_like(per_example) if out is None else out.view(per_example.shape)
+    # Examples longer than d_head get a certified basis from one batched pass (compiled on the
+    # CPU, which also zeroes padding and checks rows of prefix examples; torch ops elsewhere).
+    # Short examples, and any example with a head that pass cannot certify, take the exact
+    # path on their own.
+    if _fused_cpu_applies(attn, values):
+        basis, certified, row_error = fused_bases(per_example, values_per_example, lengths,
+                                                  prefix, attn_eff)
+        prepared = prefix
+        if check_rows:
+            _check_row_error(float(row_error.max(initial=0.0)))
+        every_certified = certified.all(-1).tolist()
+        bases = [basis[example, :, :length] if every_certified[example] else None
+                 for example, length in enumerate(lengths)]
+    else:
+        prepared = [False] * batch
+        tall = {example: indices[example][0] for example, length in enumerate(lengths)
+                if length > d_head}
+        found = certified_tall_bases(values_per_example, tall) if tall else {}
+        bases = [found.get(example) for example in range(batch)]
     rank = torch.full(per_example.shape[:2], d_head, dtype=torch.int64, device=attn.device)
     row_sums = []
     for example, (rows, block) in enumerate(indices):
+        if not prepared[example]:
+            attn_eff[example].zero_()
         if lengths[example] == 0:  # an all-padding row of the batch: nothing is real
             rank[example] = 0
             continue
         attn_block = per_example[example][block]
-        if keep_attn:
-            attn_real[example][block] = attn_block
-        basis = bases.get(example)
+        basis = bases[example]
         if basis is None:
             attn_eff[example][block], rank[example] = _decompose_block(
-                attn_block, values_per_example[example][rows], check_rows)
+                attn_block, values_per_example[example][rows], check_rows and not prepared[example])
             continue
-        if check_rows:  # checked once for the whole batch below
+        if check_rows and not prepared[example]:  # checked once for the whole batch below
             row_sums.append(attn_block.sum(-1).flatten())
         attn_eff[example][block] = (attn_block @ basis) @ basis.mT
     if row_sums:
         _check_rows_sum_to_one(torch.cat(row_sums))
     n_real = torch.tensor(lengths, device=attn.device)[:, None].expand(rank.shape)
-    return (attn_real.reshape(attn.shape) if keep_attn else None, attn_eff.reshape(attn.shape),
-            rank.reshape(leading), n_real.reshape(leading))
+    attn_real = None
+    if keep_attn:
+        real = attention_mask.bool()
+        attn_real = attn if real.all() else torch.where(
+            (real[:, :, None] & real[:, None, :])[:, None], per_example, 0).reshape(attn.shape)
+    return (attn_real, attn_eff.reshape(attn.shape), rank.reshape(leading),
+            n_real.reshape(leading))
 
 
 def effective_attention(attn: torch.Tensor, values: torch.Tensor,
-                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """A_eff shaped like attn: the component of attn that reaches the head output."""
-    return _decompose(attn, values, attention_mask, True, False)[1]
+                        attention_mask: torch.Tensor | None = None, *,
+                        out: torch.Tensor | None = None) -> torch.Tensor:
+    """A_eff shaped like attn: the component of attn that reaches the head output. `out`, if
+    given, receives it (every element is written), e.g. a buffer the caller has finished with."""
+    return _decompose(attn, values, attention_mask, True, False, out)[1]

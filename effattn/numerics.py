@@ -9,6 +9,11 @@ Rank tolerance: NumPy's `matrix_rank` rule, σ_max · max(n, d_head) · eps, wit
 *input* dtype: singular values below it are indistinguishable from the rounding noise of the
 values the model actually produced, so a float32 model is judged at float32 precision even
 though the factorisation itself runs in float64.
+
+Basis accuracy: a basis built from a Cholesky factor, Q = V L⁻ᵀ, is orthonormal only to about
+eps64·κ² (κ the condition number of V). It is used as it is where that is below the input's
+eps; otherwise a second Cholesky pass on Q (fused_cpu.py) or the SVD (value_basis.py) makes it
+orthonormal to eps64, so float64 inputs meet float64 accuracy too.
 """
 
 import torch

@@ -3,9 +3,11 @@
 transformers (≥ 5) calls every attention layer through `AttentionInterface`. We register one
 implementation, "effattn", that computes exactly what the eager implementation computes
 (softmax(QKᵀ·scaling + mask) V) and hands each layer's probabilities and value vectors to the
-active session, which may record them or replace A before it multiplies V. A model loaded
-with sdpa or flash attention is switched to it for the duration of the session and restored
-afterwards, so it never returns silently wrong results.
+active session, which may record them or replace A before it multiplies V. The session also
+gets the layer's attention scores as a spare buffer once softmax has consumed them (without
+gradients only), so what it computes per layer can go there instead of into fresh memory. A
+model loaded with sdpa or flash attention is switched to it for the duration of the session and
+restored afterwards, so it never returns silently wrong results.
 """
 
 from contextlib import contextmanager
@@ -21,8 +23,11 @@ from .errors import UnsupportedModelError
 IMPLEMENTATION_NAME = "effattn"
 
 # Called with (attn (batch, head, query, key), values (batch, head, key, d_head),
-# key_mask (batch, key) bool); returns the attention probabilities to multiply V with.
-LayerHandler = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# key_mask (batch, key) bool, spare: a contiguous tensor shaped like attn that the forward no
+# longer needs, free to overwrite and keep, or None when gradients are on); returns the
+# attention probabilities to multiply V with.
+LayerHandler = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None],
+                        torch.Tensor]
 
 _active_handler: ContextVar[LayerHandler | None] = ContextVar("effattn_handler", default=None)
 
@@ -50,7 +55,12 @@ def _attention_forward(module, query, key, value, attention_mask, scaling=None, 
     attn = torch.nn.functional.dropout(attn, p=dropout, training=module.training)
     handler = _active_handler.get()
     if handler is not None:
-        attn = handler(attn, value, _key_mask(attention_mask, attn))
+        # scores is this function's own tensor and softmax has consumed it: reusable, unless
+        # autograd may still need the graph it belongs to.
+        reusable = (not torch.is_grad_enabled() and scores.is_contiguous()
+                    and scores.shape == attn.shape and scores.dtype == attn.dtype)
+        spare = scores if reusable else None
+        attn = handler(attn, value, _key_mask(attention_mask, attn), spare)
     output = torch.matmul(attn, value).transpose(1, 2).contiguous()  # (batch, query, head, d_head)
     return output, attn
 

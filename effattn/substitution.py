@@ -31,7 +31,7 @@ def effective_attention_substituted(
         raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
     compute = _METHODS[method]
 
-    def substitute(attn, values, key_mask):
+    def substitute(attn, values, key_mask, spare):
         return compute(attn, values, key_mask).to(attn.dtype)
 
     with routed_attention(model, substitute):

@@ -4,8 +4,12 @@ The rank rule (numerics.py) needs σ_min and σ_max of each n × d_head matrix V
 every head costs about half a forward pass on CPU, so most heads take a cheap certified path: a
 float64 Cholesky factor L of the smaller Gram matrix (VᵀV when n > d_head, VVᵀ otherwise) gives
 σ_min ≥ 1/‖L⁻¹‖_F and σ_max ≤ ‖L‖_F. When those bounds already prove full rank under the rule,
-Q = V L⁻ᵀ is the basis (orthonormal to ~eps64·cond², far below the input's precision). The
-remaining heads, near rank deficiency, get the float64 SVD, so every head follows the same rule.
+and Q = V L⁻ᵀ is orthonormal to the input's precision (its error, ~eps64·cond², is below the
+input's eps: float32 inputs with cond ≲ 2e4), Q is the basis. The remaining heads (near rank
+deficiency, or any float64 input) get the float64 SVD, so every head follows the same rule.
+These are the torch ops for CUDA, for inputs that need gradients and for left-padded examples;
+fused_cpu.py does the same on the CPU in one compiled pass, with a second Cholesky pass instead
+of the SVD for float64.
 """
 
 import torch
@@ -23,17 +27,21 @@ def _svd_basis(values64: torch.Tensor, input_dtype: torch.dtype):
     return left * keep.unsqueeze(-2), keep.sum(-1)
 
 
-def _certified_full_rank(gram: torch.Tensor, size, input_dtype: torch.dtype):
+def _certified_full_rank(gram: torch.Tensor, size, input_dtype: torch.dtype, tall: bool):
     """gram (m, k, k) float64, the smaller Gram matrix of each V; size: max(n, d_head) of each
-    (an int or an (m,) tensor). Returns (L⁻¹ (m, k, k), certified (m,) bool: full rank proven
-    under the rank rule)."""
+    (an int or an (m,) tensor); tall: the basis will be V L⁻ᵀ, so it must be orthonormal to the
+    input's precision. Returns (L⁻¹ (m, k, k), certified (m,) bool: full rank proven under the
+    rank rule, and the basis accurate when tall)."""
     factor, info = torch.linalg.cholesky_ex(gram)
     identity = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     inverse = torch.linalg.solve_triangular(factor, identity, upper=False)
     # σ_max ≤ ‖L‖_F and σ_min ≥ 1/‖L⁻¹‖_F, so σ_min > σ_max·size·eps (the rank rule) holds when
     # the bound below times size·eps is under 1; inf or nan from a failed factor never passes.
     condition_bound = torch.linalg.matrix_norm(factor) * torch.linalg.matrix_norm(inverse)
-    certified = (info == 0) & (condition_bound * size * torch.finfo(input_dtype).eps < 1)
+    input_eps = torch.finfo(input_dtype).eps
+    certified = (info == 0) & (condition_bound * size * input_eps < 1)
+    if tall:
+        certified &= condition_bound.square() * torch.finfo(gram.dtype).eps <= input_eps
     return inverse, certified
 
 
@@ -47,7 +55,7 @@ def value_basis(values: torch.Tensor):
     values64 = values.to(FACTORISATION_DTYPE)
     tall = n > d_head
     gram = values64.mT @ values64 if tall else values64 @ values64.mT
-    inverse, certified = _certified_full_rank(gram, max(n, d_head), values.dtype)
+    inverse, certified = _certified_full_rank(gram, max(n, d_head), values.dtype, tall)
     if tall:
         basis = values64 @ inverse.mT                         # Q = V L⁻ᵀ, (m, n, d_head)
     else:
@@ -72,7 +80,7 @@ def certified_tall_bases(values: torch.Tensor, real_rows: dict) -> dict:
     gram = torch.stack([block.mT @ block for block in blocks]).flatten(0, 1)
     n_rows = torch.tensor([block.shape[-2] for block in blocks], dtype=gram.dtype,
                           device=gram.device).repeat_interleave(m)
-    inverse, certified = _certified_full_rank(gram, n_rows, values.dtype)
+    inverse, certified = _certified_full_rank(gram, n_rows, values.dtype, True)
     inverse_t = inverse.mT.unflatten(0, (-1, m))
     every_certified = certified.unflatten(0, (-1, m)).all(-1).tolist()
     return {example: (block @ inverse_t[index]).to(values.dtype) if every_certified[index] else None

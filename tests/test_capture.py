@@ -3,7 +3,7 @@ import torch
 from transformers import (BertConfig, BertModel, DistilBertConfig, DistilBertModel,
                           ElectraConfig, ElectraModel, RobertaConfig, RobertaModel)
 
-from effattn import UnsupportedModelError, capture_attention
+from effattn import UnsupportedModelError, capture_attention, effective_attention
 
 SEQ_LEN = 20  # longer than the tiny models' d_head of 8, so null spaces are non-trivial
 
@@ -66,6 +66,16 @@ def test_captured_effective_attention_keeps_the_head_output(name):
         error = (capture.attn_eff @ capture.values - output).abs().max() / output.abs().max()
         assert error < 1e-5
         assert capture.attn_null[0].abs().max() > 1e-3  # 20 tokens > d_head 8
+
+
+def test_captured_effective_attention_equals_a_direct_call_and_layers_do_not_share_memory():
+    # capture writes A_eff into each layer's spent score buffer instead of fresh memory
+    layers = capture_attention(ARCHITECTURES["bert"](), batch()).layers
+    for capture in layers:
+        assert torch.equal(capture.attn_eff, effective_attention(
+            capture.attn, capture.values, capture.attention_mask))
+    pointers = {capture.attn_eff.data_ptr() for capture in layers}
+    assert len(pointers) == len(layers)
 
 
 def test_capture_does_not_change_the_model_output():

@@ -2,11 +2,21 @@ import numpy as np
 import pytest
 import torch
 
+import effattn.effective
 from effattn import (InputShapeError, NotAProbabilityError, decompose_attention,
                      effective_attention)
 from tests.reference import reference_effective_attention
 
 D_HEAD = 32
+
+
+@pytest.fixture(autouse=True, params=["compiled", "torch_ops"])
+def cpu_path(request, monkeypatch):
+    """Every test runs on both CPU paths: the compiled pass (fused_cpu.py) and the torch ops
+    that CUDA, inputs needing gradients and left padding use."""
+    if request.param == "torch_ops":
+        monkeypatch.setattr(effattn.effective, "_fused_cpu_applies", lambda attn, values: False)
+    return request.param
 
 
 def random_attention(*shape, generator, dtype=torch.float64, sharpness=3.0):
@@ -108,6 +118,19 @@ def test_matches_reference_when_n_near_d_head_and_badly_conditioned(n, dtype, to
     assert_matches_reference(attn[None], values[None], mask, tolerance, torch.finfo(dtype).eps)
 
 
+@pytest.mark.parametrize("condition", [1e4, 1e6, 1e7])
+def test_float64_matches_reference_for_ill_conditioned_long_sequences(condition):
+    # n = 2·d_head: full rank under the float64 rule, but V L⁻ᵀ alone would lose orthonormality
+    # (~eps64·cond²); a second Cholesky pass or the SVD must restore 1e-8 agreement. (Past
+    # cond ~1e8 the column space itself is fixed only to eps64·cond, and two SVDs differ.)
+    generator = torch.Generator().manual_seed(int(np.log10(condition)))
+    values = torch.stack([values_with_condition(64, D_HEAD, condition, generator, torch.float64)
+                          for _ in range(2)])
+    attn = random_attention(2, 64, 64, generator=generator)
+    mask = torch.ones(1, 64, dtype=torch.long)
+    assert_matches_reference(attn[None], values[None], mask, 1e-8, np.finfo(np.float64).eps)
+
+
 def test_rank_deficient_values_from_repeated_tokens():
     generator = torch.Generator().manual_seed(3)
     distinct = torch.randn(2, 10, D_HEAD, generator=generator, dtype=torch.float64)
@@ -175,10 +198,56 @@ def test_shape_mismatch_raises_a_clear_error():
         effective_attention(attn[..., :10], values, mask)
 
 
-def test_rows_not_summing_to_one_raise_a_clear_error():
-    attn, values, mask = padded_batch([48])
+@pytest.mark.parametrize("lengths", [[48], [48, 20]])
+def test_rows_not_summing_to_one_raise_a_clear_error(lengths):
+    attn, values, mask = padded_batch(lengths)
+    attn[-1, 0, 3] *= 2                       # one row of the last (long or short) example
     with pytest.raises(NotAProbabilityError, match="sum to 1"):
-        effective_attention(attn * 2, values, mask)
+        effective_attention(attn, values, mask)
+
+
+def test_nan_attention_raises_a_clear_error():
+    attn, values, mask = padded_batch([48, 40])
+    attn[1, 2, 5, 7] = float("nan")
+    with pytest.raises(NotAProbabilityError, match="sum to 1"):
+        effective_attention(attn, values, mask)
+
+
+def test_bfloat16_inputs_take_the_torch_path():
+    attn, values, mask = padded_batch([48, 20], dtype=torch.float32)
+    # (rows of bfloat16 probabilities miss 1 by up to its eps, 0.008: past the row check)
+    attn_eff = decompose_attention(attn.bfloat16(), values.bfloat16(), mask, check_rows=False).attn_eff
+    assert attn_eff.dtype == torch.bfloat16
+    for example, n_real in enumerate([48, 20]):
+        for head in range(attn.shape[1]):
+            expected, _ = reference_effective_attention(
+                attn[example, head].bfloat16().double().numpy(),
+                values[example, head].bfloat16().double().numpy(), n_real,
+                torch.finfo(torch.bfloat16).eps)
+            assert np.abs(attn_eff[example, head].double().numpy() - expected).max() < 0.05
+
+
+def test_out_receives_every_element_of_the_result():
+    attn, values, mask = padded_batch([48, 40, 20], dtype=torch.float32)
+    out = torch.full_like(attn, float("nan"))
+    result = effective_attention(attn, values, mask, out=out)
+    assert result.data_ptr() == out.data_ptr()
+    assert torch.equal(out, effective_attention(attn, values, mask))
+
+
+def test_a_bad_out_buffer_raises_a_clear_error():
+    attn, values, mask = padded_batch([48])
+    with pytest.raises(InputShapeError, match="empty_like"):
+        effective_attention(attn, values, mask, out=torch.empty_like(attn[..., :10]))
+    with pytest.raises(InputShapeError, match="shares memory"):
+        effective_attention(attn, values, mask, out=attn)
+
+
+def test_gradients_flow_through_effective_attention():
+    attn, values, mask = padded_batch([48, 40])
+    values.requires_grad_()
+    effective_attention(attn, values, mask).sum().backward()
+    assert values.grad is not None and values.grad.abs().max() > 0
 
 
 def test_mixed_dtypes_raise_a_clear_error():
