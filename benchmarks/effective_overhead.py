@@ -32,12 +32,22 @@ from precompute.glue import read_tsv
 from precompute.schema import TASKS
 
 BATCH, SEQ_LEN = 8, 128
-FALLBACK_PAIRS = [  # used when the GLUE files are not beside the repo
-    ("The committee approved the budget after a long debate about schools, roads and taxes.",
+FALLBACK_PAIRS = [  # made-up pairs of RTE-like lengths, used when the GLUE files are not beside the repo
+    ("The committee approved the budget after a long debate about schools, roads and taxes, and "
+     "the mayor said that the new plan would cut waiting times at the two largest hospitals.",
      "The budget was approved."),
-    ("She moved to Paris in 1998, where she opened a small bookshop near the river.",
+    ("She moved to Paris in 1998, where she opened a small bookshop near the river that sold "
+     "second-hand novels, maps and old postcards to students and tourists for twenty years, "
+     "before handing it over to her nephew and retiring to a village in the south.",
      "She owns a bookshop."),
-] * 4
+    ("Heavy rain flooded the valley on Tuesday.", "The valley was flooded."),
+    ("According to the report released by the ministry on Friday, exports of wheat, barley and "
+     "maize fell by nearly a third in the first half of the year, mainly because of the drought "
+     "that hit the northern provinces, while imports of fertiliser and fuel rose sharply over the "
+     "same period, widening the trade deficit to its highest level in a decade and putting "
+     "further pressure on the currency, which has lost a fifth of its value since January.",
+     "Wheat exports fell."),
+] * 2
 
 
 def sentence_pairs(glue_dir: Path) -> list[tuple[str, str]]:

@@ -160,10 +160,10 @@ def _decompose(attn, values, attention_mask, check_rows, keep_attn, out):
     values_per_example = values.reshape(batch, -1, n, d_head)
     indices, lengths, prefix = _real_block_indices(attention_mask)
     attn_eff = torch.empty_like(per_example) if out is None else out.view(per_example.shape)
-    # Examples longer than d_head get a certified basis from one batched pass (compiled on the
-    # CPU, which also zeroes padding and checks rows of prefix examples; torch ops elsewhere).
-    # Short examples, and any example with a head that pass cannot certify, take the exact
-    # path on their own.
+    # Examples longer than d_head get a certified basis from one batched pass: compiled on the
+    # CPU, where it also zeroes the padding and checks the rows of prefix examples, and settles
+    # short examples of full rank (A_eff = A); torch ops elsewhere. Any example with a head
+    # that pass cannot certify, and short ones off the compiled pass, take the exact path alone.
     if _fused_cpu_applies(attn, values):
         basis, certified, row_error = fused_bases(per_example, values_per_example, lengths,
                                                   prefix, attn_eff)
@@ -171,10 +171,12 @@ def _decompose(attn, values, attention_mask, check_rows, keep_attn, out):
         if check_rows:
             _check_row_error(float(row_error.max(initial=0.0)))
         every_certified = certified.all(-1).tolist()
-        bases = [basis[example, :, :length] if every_certified[example] else None
-                 for example, length in enumerate(lengths)]
+        finished = [every_certified[example] and length <= d_head
+                    for example, length in enumerate(lengths)]
+        bases = [basis[example, :, :length] if every_certified[example] and length > d_head
+                 else None for example, length in enumerate(lengths)]
     else:
-        prepared = [False] * batch
+        prepared = finished = [False] * batch
         tall = {example: indices[example][0] for example, length in enumerate(lengths)
                 if length > d_head}
         found = certified_tall_bases(values_per_example, tall) if tall else {}
@@ -186,6 +188,9 @@ def _decompose(attn, values, attention_mask, check_rows, keep_attn, out):
             attn_eff[example].zero_()
         if lengths[example] == 0:  # an all-padding row of the batch: nothing is real
             rank[example] = 0
+            continue
+        if finished[example]:      # short, every head of full row rank: the block is A's
+            rank[example] = lengths[example]
             continue
         attn_block = per_example[example][block]
         basis = bases[example]

@@ -113,14 +113,32 @@ def _apply_inverse(inverse, columns, result) -> None:
                 out[k] += weight * column[k]
 
 
+@njit(fastmath=FAST_MATH, cache=True)
+def _short_head_full_rank(head_values, n, input_eps) -> bool:
+    """For n ≤ d_head: is the n × d_head block V proven of full row rank under the rank rule?
+    Same bounds as for long examples, on the smaller Gram matrix VVᵀ."""
+    d_head = head_values.shape[1]
+    rows = np.empty((n, d_head))
+    for k in range(n):
+        for i in range(d_head):
+            rows[k, i] = head_values[k, i]
+    factor = np.empty((n, n))
+    _lower_gram(rows, factor)
+    if not _cholesky_in_place(factor):
+        return False
+    condition = _condition_bound(factor, np.empty((n, n)))
+    return condition * d_head * input_eps < 1.0  # max(n, d_head) = d_head; nan fails too
+
+
 @njit(parallel=True, fastmath=FAST_MATH, cache=True)
 def certify_and_prepare(attn, values, lengths, input_eps, basis, certified, row_error, out):
     """attn (batch, head, n, n), values (batch, head, n, d) C-contiguous; lengths (batch,)
     int64, the real tokens of each prefix example or −1 for an example to skip.
 
     Writes, for each prefix example: out's padded rows and columns ← 0; row_error[b, h] ← max
-    |Σ_k attn[i, k] − 1| over real rows i and keys k; and, when n > d and the head is certified
-    full rank with a trustworthy basis, basis[b, h, :n] ← Q and certified[b, h] ← True.
+    |Σ_k attn[i, k] − 1| over real rows i and keys k (nan if a sum is not finite); and, when the
+    head is certified full rank (with a trustworthy basis): certified[b, h] ← True and, for
+    n > d, basis[b, h, :n] ← Q, for n ≤ d, out's real block ← attn's (A_eff = A).
     """
     batch, heads, n_max, _ = attn.shape
     d_head = values.shape[-1]
@@ -146,10 +164,16 @@ def certify_and_prepare(attn, values, lengths, input_eps, basis, certified, row_
             written[i, n:] = 0.0
         written[n:, :] = 0.0
         row_error[example, head] = worst if finite else np.nan
-        if n <= d_head:
+        if n == 0:
             continue
 
         head_values = values[example, head]
+        if n <= d_head:  # full row rank proven: nothing is invisible, A_eff is A
+            if _short_head_full_rank(head_values, n, input_eps):
+                for i in range(n):
+                    written[i, :n] = probabilities[i, :n]
+                certified[example, head] = True
+            continue
         columns = np.empty((d_head, n))        # Vᵀ in float64
         for k in range(n):
             for i in range(d_head):
@@ -184,9 +208,11 @@ def fused_bases(attn: torch.Tensor, values: torch.Tensor, lengths: list[int], pr
                 out: torch.Tensor):
     """attn (batch, m, n, n), values (batch, m, n, d_head) on the CPU; out shaped like attn.
 
-    For each prefix example, zeroes out's padded rows and columns and checks its real rows.
+    For each prefix example, zeroes out's padded rows and columns, checks its real rows, and
+    for a short one (n_real ≤ d_head) whose heads are certified, writes its block (A itself).
     Returns (basis (batch, m, n, d_head) in values' dtype, valid in [:, :, :n_real] where
-    certified; certified (batch, m) bool array; row_error (batch, m) array, 0 where skipped).
+    certified and n_real > d_head; certified (batch, m) bool array; row_error (batch, m) array,
+    0 where skipped).
     """
     attn, values = attn.detach().contiguous(), values.detach().contiguous()
     skip_or_length = np.array([length if is_prefix else -1

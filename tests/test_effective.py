@@ -154,6 +154,14 @@ def test_rank_deficient_long_example_in_a_padded_batch_takes_the_exact_path():
     assert_matches_reference(attn, values, mask, 1e-8, np.finfo(np.float64).eps)
 
 
+def test_rank_deficient_short_example_in_a_padded_batch_takes_the_exact_path():
+    attn, values, mask = padded_batch([48, 20, 12], heads=2)
+    values[2, :, :12] = values[2, :, torch.arange(12) % 4]   # 12 tokens, 4 distinct value rows
+    parts = decompose_attention(attn, values, mask)
+    assert parts.rank.tolist() == [[D_HEAD, D_HEAD], [20, 20], [4, 4]]
+    assert_matches_reference(attn, values, mask, 1e-8, np.finfo(np.float64).eps)
+
+
 def test_duplicated_tokens_in_a_short_sequence_lower_the_rank():
     generator = torch.Generator().manual_seed(4)
     values = torch.randn(1, 12, D_HEAD, generator=generator, dtype=torch.float32)
