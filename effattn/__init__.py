@@ -10,7 +10,8 @@
 
 from .capture import CaptureResult, LayerCapture, capture_attention
 from .effective import AttentionDecomposition, decompose_attention, effective_attention
-from .errors import EffattnError, InputShapeError, NotAProbabilityError, UnsupportedModelError
+from .errors import (EffattnError, InputShapeError, NonFiniteValuesError, NotAProbabilityError,
+                     UnsupportedModelError)
 from .original_code import original_code_effective_attention
 from .patterns import (FEATURES, PATTERNS, classify_pattern, classify_patterns, normalise_rows,
                        pattern_features, pattern_scores)
@@ -24,6 +25,7 @@ __all__ = [
     "EffattnError",
     "InputShapeError",
     "LayerCapture",
+    "NonFiniteValuesError",
     "NotAProbabilityError",
     "UnsupportedModelError",
     "capture_attention",

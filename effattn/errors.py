@@ -6,6 +6,7 @@ Every message is one sentence: what was expected, what arrived, how to fix it.
 __all__ = [
     "EffattnError",
     "InputShapeError",
+    "NonFiniteValuesError",
     "NotAProbabilityError",
     "UnsupportedModelError",
 ]
@@ -17,6 +18,10 @@ class EffattnError(Exception):
 
 class InputShapeError(EffattnError, ValueError):
     """Tensors whose shapes do not fit together (attn, values, attention_mask)."""
+
+
+class NonFiniteValuesError(EffattnError, ValueError):
+    """Value vectors holding nan or inf, which have no column space to project onto."""
 
 
 class NotAProbabilityError(EffattnError, ValueError):

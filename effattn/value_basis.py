@@ -14,6 +14,7 @@ of the SVD for float64.
 
 import torch
 
+from .errors import NonFiniteValuesError
 from .numerics import FACTORISATION_DTYPE, rank_tolerance
 
 __all__ = ["certified_tall_bases", "value_basis"]
@@ -21,6 +22,12 @@ __all__ = ["certified_tall_bases", "value_basis"]
 
 def _svd_basis(values64: torch.Tensor, input_dtype: torch.dtype):
     """Exact path: (basis (m, n, k) with columns past the rank zeroed, rank (m,))."""
+    # Only here, not on every call: a non-finite V never passes the certificate, so it ends up
+    # here, where LAPACK would fail with a message about convergence.
+    if not bool(torch.isfinite(values64).all()):
+        raise NonFiniteValuesError(
+            "values contain nan or inf, so their column space is undefined: check the model's "
+            "inputs and weights (in float16, run the model in float32)")
     left, singular, _ = torch.linalg.svd(values64, full_matrices=False)
     n_rows = torch.full(singular.shape[:-1], values64.shape[-2], device=values64.device)
     keep = singular > rank_tolerance(singular, n_rows, values64.shape[-1], input_dtype)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import effattn.effective
-from effattn import (InputShapeError, NotAProbabilityError, decompose_attention,
-                     effective_attention)
+from effattn import (InputShapeError, NonFiniteValuesError, NotAProbabilityError,
+                     decompose_attention, effective_attention)
 from tests.reference import reference_effective_attention
 
 D_HEAD = 32
@@ -218,6 +218,15 @@ def test_nan_attention_raises_a_clear_error():
     attn, values, mask = padded_batch([48, 40])
     attn[1, 2, 5, 7] = float("nan")
     with pytest.raises(NotAProbabilityError, match="sum to 1"):
+        effective_attention(attn, values, mask)
+
+
+@pytest.mark.parametrize("lengths", [[48, 40], [20, 12]])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_values_raise_a_clear_error(lengths, bad):
+    attn, values, mask = padded_batch(lengths, dtype=torch.float32)
+    values[0, 1, 3, 5] = bad
+    with pytest.raises(NonFiniteValuesError, match="nan or inf"):
         effective_attention(attn, values, mask)
 
 
