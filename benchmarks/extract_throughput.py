@@ -28,10 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 def _eval_frame(glue_dir: Path, task: str, n: int):
     import polars as pl
 
-    from precompute.glue import read_tsv
-    from precompute.schema import TASKS
+    from precompute.glue import dev_path, read_tsv
 
-    dev = read_tsv(task, glue_dir / TASKS[task].folder / "dev.tsv")
+    dev = read_tsv(task, dev_path(glue_dir, task))
     repeats = -(-n // len(dev))
     frame = pl.concat([dev] * repeats).head(n)
     return frame.with_columns(example_id=pl.int_range(n, dtype=pl.Int64))

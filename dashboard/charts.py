@@ -37,12 +37,11 @@ class Panel:
     hover: dict = field(default_factory=lambda: {"x": "head", "y": "layer", "z": "value"})
 
 
-def _range(panel: Panel) -> tuple[float, float]:
-    z = np.asarray(panel.z, dtype=float)
+def _range(z: np.ndarray, diverging: bool) -> tuple[float, float]:
     if not np.isfinite(z).any():
         return (0.0, 1.0)
     low, high = float(np.nanmin(z)), float(np.nanmax(z))
-    if panel.diverging:
+    if diverging:
         bound = max(abs(low), abs(high)) or 1.0
         return (-bound, bound)
     return (min(0.0, low), high or 1.0)
@@ -61,7 +60,8 @@ def heatmaps(panels: list[Panel], *, height: int | None = None, x_title: str = "
     traces, axes = [], {}
     for i, panel in enumerate(panels):
         row, col = divmod(i, cols)
-        zmin, zmax = _range(panel)
+        z = np.asarray(panel.z, dtype=float)
+        zmin, zmax = _range(z, panel.diverging)
         labels = panel.hover
         template = f"{labels['y']} %{{y}}<br>{labels['x']} %{{x}}<br>{labels['z']} %{{z:.4f}}"
         if panel.text is not None:
@@ -69,7 +69,7 @@ def heatmaps(panels: list[Panel], *, height: int | None = None, x_title: str = "
         suffix = str(i + 1) if i else ""  # make_subplots names axes x, x2, x3, ... row by row
         domain = fig.layout[f"xaxis{suffix}"].domain or (0, 1)
         traces.append(go.Heatmap(
-            z=np.asarray(panel.z, dtype=float), x=list(panel.x), y=list(panel.y), text=panel.text, zmin=zmin, zmax=zmax,
+            z=z, x=list(panel.x), y=list(panel.y), text=panel.text, zmin=zmin, zmax=zmax,
             colorscale=DIVERGING if panel.diverging else SEQUENTIAL, zmid=0 if panel.diverging else None,
             hovertemplate=template + "<extra></extra>", name=panel.title, xaxis=f"x{suffix}", yaxis=f"y{suffix}",
             colorbar={"x": domain[1] + 0.005, "len": 0.85 / rows, "y": 1 - (row + 0.5) / rows, "thickness": 10},
@@ -81,8 +81,7 @@ def heatmaps(panels: list[Panel], *, height: int | None = None, x_title: str = "
                                   "autorange": "reversed",
                                   **({"scaleanchor": f"x{suffix}", "constrain": "domain"} if square else {})}
     fig.add_traces(traces)  # one call: plotly validates per call, and this is the slow part of a page
-    fig.update_layout(axes)
-    fig.update_layout(height=height or 120 + 260 * rows, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    fig.update_layout(axes, height=height or 120 + 260 * rows, margin={"l": 10, "r": 10, "t": 50, "b": 10})
     return fig
 
 

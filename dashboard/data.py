@@ -29,7 +29,6 @@ DATA_ENV = "EFFATTN_DATA"
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 REMOTE_TTL_SECONDS = 300  # how long a remote listing or manifest is trusted before re-fetching
 RERUN = "re-run `python -m precompute ... --force`"
-TASK_ORDER = tuple(TASKS)  # the schema lists tasks in the paper's column order
 _TASK_TABLES = ("metrics", "examples", "head_summary")  # any of these means a task has results
 
 
@@ -44,7 +43,7 @@ class Run:
     @property
     def tasks(self) -> tuple[str, ...]:
         """The run's tasks in the paper's order (RTE, MRPC, QNLI, SST-2, STS-B), others after."""
-        order = list(TASK_ORDER)
+        order = list(TASKS)  # the schema lists tasks in the paper's column order
         tasks = self.manifest.get("tasks") or ()
         return tuple(sorted(tasks, key=lambda t: (order.index(t) if t in order else len(order), t)))
 
@@ -146,8 +145,10 @@ def table_files(run: Run, table: str, tasks: tuple[str, ...] | None = None) -> t
     if remote.is_url(run.location):
         paths = _mirror(run.location, table, wanted)
     else:
-        run_folder = RunFolder(run.location)
-        paths = [path for task in wanted for path in run_folder.part_files(table, [task])]  # rows in task order
+        by_task: dict[str, list[Path]] = {}
+        for path in RunFolder(run.location).part_files(table, list(wanted)):  # one listing of the table folder
+            by_task.setdefault(path.parent.name.removeprefix("task="), []).append(path)
+        paths = [path for task in wanted for path in by_task.get(task, [])]  # rows in the wanted task order
     return tuple(_mtime(Path(path)) for path in paths)
 
 

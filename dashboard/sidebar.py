@@ -16,6 +16,9 @@ from dashboard.data import Run, data_location, discover_runs, load_run
 from precompute.schema import KINDS
 
 IMAGE_FORMATS = ("svg", "png")  # what the modebar camera button saves
+# widget keys, which are also the URL query parameters; link_params carries them to other pages
+RUN_KEY, TASK_KEY, LAYER_KEY, HEAD_KEY, KIND_KEY = "run", "task", "layer", "head", "kind"
+SIDEBAR_KEYS = (RUN_KEY, TASK_KEY, LAYER_KEY, HEAD_KEY, KIND_KEY)
 
 
 @dataclass(frozen=True)
@@ -42,29 +45,26 @@ def render() -> Selection:
     sidebar = st.sidebar
     runs = discover_runs()
     names = list(runs)
-    name = sidebar.selectbox("Run", names, key="run", bind="query-params",
+    name = sidebar.selectbox("Run", names, key=RUN_KEY, bind="query-params",
                              help=f"Run folders found under {data_location()}")
     run = load_run(name, runs[name])
     tasks = list(run.tasks)
     ready = list(run.tasks_with_data()) or tasks  # default: the tasks that have results
-    picked_tasks = sidebar.multiselect("Tasks", tasks, default=ready, key="task", bind="query-params",
+    picked_tasks = sidebar.multiselect("Tasks", tasks, default=ready, key=TASK_KEY, bind="query-params",
                                        help="Tasks of this run; by default those with cached results")
     layers, heads = list(range(run.n_layers)), list(range(run.n_heads))
     picked_layers = sidebar.pills("Layers", layers, selection_mode="multi", default=layers,
-                                  key="layer", bind="query-params")
+                                  key=LAYER_KEY, bind="query-params")
     picked_heads = sidebar.pills("Heads", heads, selection_mode="multi", default=heads,
-                                 key="head", bind="query-params")
+                                 key=HEAD_KEY, bind="query-params")
     picked_kinds = sidebar.pills("Attention kinds", list(KINDS), selection_mode="multi", default=list(KINDS),
-                                 key="kind", bind="query-params")
+                                 key=KIND_KEY, bind="query-params")
     sidebar.segmented_control("Figure download format", IMAGE_FORMATS, default="svg", required=True,
                               key="image_format", bind="query-params", format_func=str.upper,
                               help="Format of the camera button in each chart's toolbar")
     sidebar.caption(f"Data: `{data_location()}`")
     return Selection(run, _sorted_pick(tasks, picked_tasks), _sorted_pick(layers, picked_layers),
                      _sorted_pick(heads, picked_heads), _sorted_pick(list(KINDS), picked_kinds))
-
-
-SIDEBAR_KEYS = ("run", "task", "layer", "head", "kind")
 
 
 def link_params(**page_params) -> dict[str, str | list[str]]:
@@ -84,3 +84,12 @@ def require(selection: Selection, *parts: str) -> None:
     if empty:
         st.info(f"Select at least one of: {', '.join(empty)} in the sidebar to see this page.")
         st.stop()
+
+
+def page(title: str, caption: str, *required: str) -> Selection:
+    """The header every page but the Overview starts with: title, caption, then ``require(*required)``."""
+    selection = current()
+    st.title(title)
+    st.caption(caption)
+    require(selection, *required)
+    return selection

@@ -11,7 +11,7 @@ from pathlib import Path
 from precompute import ConfigError, PrecomputeError
 from precompute.config import EMBEDDED_MODEL, RunConfig, parse_stages, parse_tasks, resolve_model
 from precompute.schema import STAGES, TASKS
-from precompute.store import RunFolder, Shard
+from precompute.store import RunFolder, Shard, disk_full_message
 
 DESCRIPTION = """\
 Fine-tune a model on GLUE tasks, then extract standard and effective attention measurements
@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed for model init, data order, caps and carve-outs")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: all cores); 1 is much faster when other jobs share the cores")
+                   help="torch CPU threads for finetune and evaluate (default: all cores); 1 is much faster when other jobs "
+                        "share the cores. extract always uses one thread per process: use --shard i/N for more cores")
     p.add_argument("--shard", default="0/1", metavar="i/N",
                    help="process only shard i (0-based) of N of the eval examples in extract; run finetune,evaluate once first")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
-        return _report(f"disk full ({error.filename or 'while writing'}): free some space or choose another --out")
+        return _report(disk_full_message(f"({error.filename or 'while writing'})"))
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -34,7 +34,7 @@ class RunConfig:
     force: bool = False  # redo the selected stages for the selected tasks
     map_examples: int = 20  # examples per task whose full maps are stored (explorer sample)
     analysis_examples: int = 1000  # random eval examples per task for the map-level analyses
-    threads: int | None = None  # torch CPU threads; None = all cores (use 1 on a shared, busy machine)
+    threads: int | None = None  # torch CPU threads of finetune and evaluate; None = all cores (extract always uses 1)
     eval_batch_size: int = 32  # evaluation/extraction batch size (no gradients, so larger)
     save_every_steps: int = 200  # how often fine-tuning saves its resumable training state
     stop_after_steps: int | None = None  # test hook: stop fine-tuning (unfinished) after this many steps

@@ -13,8 +13,6 @@ from contextlib import nullcontext
 import numpy as np
 import polars as pl
 import torch
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score
 
 from effattn import effective_attention_substituted
 from precompute import PrecomputeError
@@ -52,21 +50,18 @@ def predictions_from_logits(logits: np.ndarray) -> np.ndarray:
     return logits[:, 0].astype(np.float64) if logits.shape[1] == 1 else logits.argmax(axis=1).astype(np.float64)
 
 
-def predict(model, tokenizer, frame: pl.DataFrame, *, effective: bool, batch_size: int,
-            max_seq_len: int, device: torch.device | str) -> np.ndarray:
-    """Predicted class id or score (f64) per row of ``frame``, optionally with A_eff substituted."""
-    logits = predict_logits(model, tokenizer, frame, effective=effective, batch_size=batch_size,
-                            max_seq_len=max_seq_len, device=device)
-    return predictions_from_logits(logits)
-
-
 def task_metrics(task: str, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-    """The task's quality metrics: accuracy (+F1 for MRPC), or Pearson/Spearman for STS-B."""
+    """The task's quality metrics: accuracy (+F1 where the schema lists it), or Pearson/Spearman for STS-B."""
+    # Imported here, not at the top: extract imports this module for predictions_from_logits,
+    # and scipy.stats + sklearn.metrics would add ~450 ms to every extract start-up.
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score
+
     if TASKS[task].is_regression:
         return {"pearson": float(pearsonr(predictions, labels)[0]),
                 "spearman": float(spearmanr(predictions, labels)[0])}
     metrics = {"accuracy": float(accuracy_score(labels, predictions))}
-    if task == "mrpc":
+    if "f1" in TASKS[task].metrics:
         metrics["f1"] = float(f1_score(labels, predictions))
     return metrics
 

@@ -155,7 +155,7 @@ def write_chunk(run: RunFolder, task: str, shard: Shard, chunk: int, tables: dic
 
 def extract_chunk(models: Models, task: str, rows: pl.DataFrame, config: RunConfig) -> dict[str, pl.DataFrame]:
     """The `examples`, `head_measures` and `maps` frames of one chunk of rows."""
-    lengths = [len(ids) for ids in _encode(models.tokenizer, rows, config, padding=False)["input_ids"]]
+    lengths = [len(ids) for ids in _encode(models.tokenizer, *_texts(rows), config, padding=False)["input_ids"]]
     by_length = rows[np.argsort(lengths, kind="stable")]  # less padding per batch
     tables: dict[str, list[pl.DataFrame]] = {"examples": [], "head_measures": [], "maps": []}
     for start in range(0, len(by_length), config.eval_batch_size):
@@ -169,17 +169,23 @@ def extract_chunk(models: Models, task: str, rows: pl.DataFrame, config: RunConf
             for table, frames in tables.items() if frames}
 
 
-def _encode(tokenizer, rows: pl.DataFrame, config: RunConfig, *, padding: bool):
+def _texts(rows: pl.DataFrame) -> tuple[list[str], list[str | None] | None]:
+    """(first texts, second texts or None) of the rows, as the tokenizer and POS tagger take them."""
+    return rows["text_a"].to_list(), second_texts(rows)
+
+
+def _encode(tokenizer, texts_a: list[str], texts_b: list[str | None] | None, config: RunConfig, *, padding: bool):
     return tokenizer(
-        rows["text_a"].to_list(), second_texts(rows),
+        texts_a, texts_b,
         truncation=True, max_length=config.max_seq_len, padding=padding,
         return_offsets_mapping=padding, return_tensors="pt" if padding else None,
     )
 
 
 def _make_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> Batch:
-    encoding = _encode(models.tokenizer, rows, config, padding=True)
-    pos_tags = pos.wordpiece_pos(models.tagger, encoding, rows["text_a"].to_list(), second_texts(rows),
+    texts_a, texts_b = _texts(rows)
+    encoding = _encode(models.tokenizer, texts_a, texts_b, config, padding=True)
+    pos_tags = pos.wordpiece_pos(models.tagger, encoding, texts_a, texts_b,
                                  models.tokenizer.cls_token_id, models.tokenizer.sep_token_id)
     real = encoding["attention_mask"].bool()
     inputs = {name: encoding[name] for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoding}

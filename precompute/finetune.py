@@ -9,6 +9,7 @@ kill -9). States are saved atomically every ``save_every_steps`` steps and at ep
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -99,10 +100,11 @@ def collate(tokenizer, encodings: list[dict], labels: list[float] | None, regres
     return dict(batch)
 
 
-def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
+@functools.lru_cache(maxsize=1)  # every step of an epoch asks again; drawn once per epoch
+def epoch_order(n: int, epoch: int, seed: int) -> tuple[int, ...]:
     """The row order of ``epoch`` (a permutation seeded by seed + epoch)."""
     generator = torch.Generator().manual_seed(seed + epoch)
-    return torch.randperm(n, generator=generator).tolist()
+    return tuple(torch.randperm(n, generator=generator).tolist())
 
 
 def _save_state(path: Path, model, optimizer, scheduler, step: int, seconds: float) -> None:

@@ -63,6 +63,11 @@ def _parse_label(task: str, raw: str, where: str) -> float:
     return value
 
 
+def dev_path(glue_dir: Path, task: str) -> Path:
+    """Where ``task``'s dev split lives in a folder with the GLUE TSV layout (DIR/RTE/dev.tsv)."""
+    return Path(glue_dir) / TASKS[task].folder / "dev.tsv"
+
+
 def read_tsv(task: str, path: Path) -> pl.DataFrame:
     """Parse one GLUE TSV file (no quoting; every row must have the header's column count)."""
     if not path.is_file():
@@ -158,7 +163,7 @@ def load_task(
     folder = TASKS[task].folder
     if glue_dir is not None:
         source = f"glue-dir:{glue_dir}"
-        dev = read_tsv(task, Path(glue_dir) / folder / "dev.tsv")
+        dev = read_tsv(task, dev_path(glue_dir, task))
         train_path = Path(glue_dir) / folder / "train.tsv"
         train = read_tsv(task, train_path) if train_path.exists() else None
     else:

@@ -4,7 +4,7 @@
 maps (batch, head, query, key) whose entries outside each example's real block are already 0, as
 `effattn.capture_attention` returns them, so they skip the masking; `real` (batch, key) is the
 attention mask as bool (right padding, so the real block is the top-left n×n corner). Results are
-(batch, head). `real_block` does that masking for maps that still hold padding.
+(batch, head).
 """
 
 from __future__ import annotations
@@ -35,21 +35,6 @@ def token_type_masks(pos_tags: Sequence[Sequence[str]], n_key: int) -> dict[str,
                 if tag in wanted:
                     masks[name][row, key] = True
     return masks
-
-
-def _pair_mask(real: torch.Tensor) -> torch.Tensor:
-    """(batch, 1, query, key) 1.0 where both query and key are real tokens, else 0.0."""
-    real = real.to(REDUCTION_DTYPE)
-    return (real[:, :, None] * real[:, None, :])[:, None]
-
-
-def real_block(attn: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """attn in the reduction dtype with every padded query row and key column set to 0.
-
-    The kernels below (`_..._of`) take such blocks; `map_measures` and `head_properties` get
-    maps that are already masked and pass them straight in.
-    """
-    return attn.to(REDUCTION_DTYPE) * _pair_mask(real)
 
 
 def _n_real(real: torch.Tensor) -> torch.Tensor:
@@ -102,9 +87,10 @@ def map_measures(attn: torch.Tensor, pretrained: torch.Tensor, real: torch.Tenso
     types: `token_type_masks` of the batch.
     """
     block, other, n_real = attn.to(REDUCTION_DTYPE), pretrained.to(REDUCTION_DTYPE), _n_real(real)
+    column_weight = _column_weight_of(block, n_real)
     columns = {
-        "cls_weight": _column_weight_of(block, n_real)[..., 0],
-        "sep_weight": _masked_max(_column_weight_of(block, n_real), types["sep"]),
+        "cls_weight": column_weight[..., 0],
+        "sep_weight": _masked_max(column_weight, types["sep"]),
         **{f"cls_row_{name}": _masked_max(block[:, :, 0, :], mask) for name, mask in types.items()},
         "entropy": _entropy_of(block, n_real),
         "pretrained_cosine": _cosine_of(block, other, _norm_of(block), _norm_of(other)),

@@ -78,6 +78,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def disk_full_message(where: str) -> str:
+    """The one-line report of a full disk; `where` says what was being written."""
+    return f"disk full {where}: free some space or choose another --out"
+
+
 @contextmanager
 def disk_full_as_error(doing: str) -> Iterator[None]:
     """Turn a full disk (ENOSPC) inside the block into a one-line DiskFullError about `doing`."""
@@ -85,7 +90,7 @@ def disk_full_as_error(doing: str) -> Iterator[None]:
         yield
     except OSError as error:
         if error.errno == errno.ENOSPC:
-            raise DiskFullError(f"disk full while {doing}: free some space or choose another --out") from None
+            raise DiskFullError(disk_full_message(f"while {doing}")) from None
         raise
 
 

@@ -12,6 +12,7 @@ Use ``write_run(root)``; torch-free (numpy + polars only).
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -203,10 +204,21 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 APP_TIMEOUT_SECONDS = 180  # per script run; generous because CI machines are shared and slow
 
 
+PAGES = ("overview", "patterns", "token_types", "special_tokens", "finetuning", "explorer", "cost")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def open_page(page: str | None = None, *, query: dict | None = None):
     """Run app.py with ``query`` as the URL's parameters, then switch to ``page``.
 
-    ``page`` is a file under dashboard/pages/ without ".py" (None = the default Overview). Returns the AppTest.
+    ``page`` is a file under dashboard/pages/ without ".py" ("overview" or None = the default
+    page). Returns the AppTest.
     EFFATTN_DATA must already be set (tests use monkeypatch.setenv). Sidebar values are set
     through the URL, as a shared link would.
     """
@@ -216,7 +228,7 @@ def open_page(page: str | None = None, *, query: dict | None = None):
     for key, value in (query or {}).items():
         at.query_params[key] = value
     at.run()
-    if page is not None:
+    if page not in (None, "overview"):
         at.switch_page(f"dashboard/pages/{page}.py").run()
     return at
 

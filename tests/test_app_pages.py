@@ -6,23 +6,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cache_fixture import D_HEAD, N_HEADS, N_LAYERS, chart_configs, figures, open_page, problems
+from cache_fixture import D_HEAD, N_HEADS, N_LAYERS, PAGES, chart_configs, figures, open_page, problems
 from dashboard.pattern_views import clicked_cell
 from precompute.store import RunFolder
 
-PAGES = ("overview", "patterns", "token_types", "special_tokens", "finetuning", "explorer", "cost")
 
 
 pytestmark = pytest.mark.usefixtures("fixture_caches_env")
 
 
-def _page(name: str, **kwargs):
-    return open_page(None if name == "overview" else name, **kwargs)
-
 
 @pytest.mark.parametrize("name", PAGES)
 def test_page_renders_every_chart_with_csv_and_image_options(name):
-    at = _page(name)
+    at = open_page(name)
     assert problems(at) == []
     configs = chart_configs(at)
     assert configs, f"{name} draws no chart"
@@ -36,7 +32,7 @@ def test_image_format_follows_the_sidebar():
 
 
 def test_overview_shows_manifest_findings_and_headline_metrics():
-    at = _page("overview")
+    at = open_page("overview")
     assert [m.value for m in at.metric][:3] == ["fixture-minilm", f"{N_LAYERS} × {N_HEADS}", str(D_HEAD)]
     findings = at.table[0].value
     assert "Effective attention shows fewer vertical patterns" in findings["claim"].tolist()
@@ -47,7 +43,7 @@ def test_overview_shows_manifest_findings_and_headline_metrics():
 
 
 def test_patterns_table2_puts_the_papers_numbers_beside_ours():
-    at = _page("patterns")
+    at = open_page("patterns")
     shares = figures(at)[0]
     vertical = [trace for trace in shares["data"] if trace["name"] == "vertical"]
     standard = vertical[0]
@@ -57,7 +53,7 @@ def test_patterns_table2_puts_the_papers_numbers_beside_ours():
 
 
 def test_patterns_grid_has_one_square_per_selected_head_and_kind():
-    at = _page("patterns", query={"layer": ["1", "2"], "head": ["0", "3"]})
+    at = open_page("patterns", query={"layer": ["1", "2"], "head": ["0", "3"]})
     grid = figures(at)[2]
     cells = {(t["customdata"][i][0], y, x) for t in grid["data"] for i, (x, y) in enumerate(zip(t["x"], t["y"]))}
     assert len(cells) == 2 * 2 * 2
@@ -65,7 +61,7 @@ def test_patterns_grid_has_one_square_per_selected_head_and_kind():
 
 
 def test_patterns_example_maps_are_of_the_chosen_class_and_kind():
-    at = _page("patterns", query={"pt_class": "block", "pt_kind": "effective", "pt_layer": "3"})
+    at = open_page("patterns", query={"pt_class": "block", "pt_kind": "effective", "pt_layer": "3"})
     maps = figures(at)[3]
     titles = [trace["name"] for trace in maps["data"]]
     assert titles and all("L3" in title for title in titles)
@@ -75,7 +71,7 @@ def test_patterns_example_maps_are_of_the_chosen_class_and_kind():
 
 
 def test_patterns_show_the_classifiers_measured_f1_and_confusion_matrix():
-    at = _page("patterns")
+    at = open_page("patterns")
     assert [m.value for m in at.metric][:4] == ["0.800", "0.750", "0.850", "0.820"]
     (confusion,) = figures(at)[1]["data"]
     assert confusion["name"] == "confusion (count of maps)"
@@ -89,14 +85,14 @@ def test_clicked_grid_square_is_read_from_the_selection_event():
 
 
 def test_patterns_say_not_classified_yet_when_pattern_columns_are_null():
-    at = _page("patterns", query={"run": "unclassified"})
+    at = open_page("patterns", query={"run": "unclassified"})
     assert problems(at) == []
     assert any("not classified yet" in info.value for info in at.info)
     assert figures(at) == []
 
 
 def test_token_types_show_the_final_layer_by_default_with_head_summary_values(fixture_caches):
-    at = _page("token_types")
+    at = open_page("token_types")
     heatmaps = figures(at)[0]["data"]
     assert [t["name"] for t in heatmaps] == ["RTE · standard", "RTE · effective", "SST-2 · standard", "SST-2 · effective"]
     summary = RunFolder(fixture_caches / "minilm").scan("head_summary").filter(
@@ -107,14 +103,14 @@ def test_token_types_show_the_final_layer_by_default_with_head_summary_values(fi
 
 
 def test_token_types_can_average_over_tasks_at_another_layer():
-    at = _page("token_types", query={"tt_view": "averaged over tasks", "tt_layer": "2"})
+    at = open_page("token_types", query={"tt_view": "averaged over tasks", "tt_layer": "2"})
     heatmaps = figures(at)[0]["data"]
     assert [t["name"] for t in heatmaps] == ["all selected · standard", "all selected · effective"]
     assert "layer2" in at.download_button[0].proto.label
 
 
 def test_special_tokens_difference_is_effective_minus_standard():
-    at = _page("special_tokens")
+    at = open_page("special_tokens")
     cls_panels = figures(at)[0]["data"]
     assert [t["name"] for t in cls_panels] == ["standard", "effective", "effective − standard"]
     standard, effective, difference = (np.array(t["z"], dtype=float) for t in cls_panels)
@@ -123,16 +119,16 @@ def test_special_tokens_difference_is_effective_minus_standard():
 
 
 def test_finetuning_lines_carry_the_spread_across_examples():
-    at = _page("finetuning")
+    at = open_page("finetuning")
     lines = figures(at)[0]["data"]
     assert len(lines) == 2 * 2  # tasks x kinds
     assert all(len(line["error_y"]["array"]) == N_LAYERS for line in lines)
-    spread = _page("finetuning", query={"ft_stat": "IQR", "ft_task": "sst2"})
+    spread = open_page("finetuning", query={"ft_stat": "IQR", "ft_task": "sst2"})
     assert [t["name"] for t in figures(spread)[1]["data"]] == ["standard · IQR", "effective · IQR"]
 
 
 def test_explorer_null_component_is_standard_minus_effective_on_a_diverging_scale():
-    at = _page("explorer", query={"ex_example": "1", "ex_layer": "2", "ex_head": "1"})
+    at = open_page("explorer", query={"ex_example": "1", "ex_layer": "2", "ex_head": "1"})
     standard, effective, null = figures(at)[0]["data"]
     np.testing.assert_allclose(np.array(null["z"]), np.array(standard["z"]) - np.array(effective["z"]), atol=1e-6)
     assert standard.get("zmid") is None and effective["zmid"] == 0 and null["zmid"] == 0
@@ -142,12 +138,12 @@ def test_explorer_null_component_is_standard_minus_effective_on_a_diverging_scal
 
 
 def test_explorer_notes_that_effective_equals_standard_when_n_le_d_head():
-    at = _page("explorer", query={"ex_example": "0"})
+    at = open_page("explorer", query={"ex_example": "0"})
     assert any("identical to standard" in info.value for info in at.info)
 
 
 def test_cost_puts_ours_beside_the_papers_table3():
-    at = _page("cost")
+    at = open_page("cost")
     table = at.dataframe[0].value
     assert table["paper standard"].tolist() == ["0:29", "1:41"] and table["paper effective"].tolist() == ["0:58", "3:20"]
     assert table["ours standard"].tolist() == ["0:10", "0:10"] and table["ours ratio"].tolist() == pytest.approx([2.1, 2.1])

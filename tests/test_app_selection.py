@@ -52,8 +52,8 @@ def test_pages_never_import_torch_or_effattn(fixture_caches):
     script = f"""
 import json, sys
 sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(APP.parent)!r}]
-from cache_fixture import open_page
-for page in [None, "patterns", "token_types", "special_tokens", "finetuning", "explorer", "cost"]:
+from cache_fixture import PAGES, open_page
+for page in PAGES:
     open_page(page)
 print(json.dumps({{"torch": "torch" in sys.modules, "effattn": "effattn" in sys.modules}}))
 """

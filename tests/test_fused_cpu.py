@@ -9,13 +9,14 @@ import torch
 
 import effattn.effective
 from effattn import decompose_attention
-from tests.test_effective import padded_batch
+from tests.test_effective import padded_batch, use_torch_ops
 
 
 def test_both_cpu_paths_agree(monkeypatch):
+    assert effattn.effective.fused_bases is not None, "numba is missing: pip install -r requirements.txt"
     attn, values, mask = padded_batch([48, 47, 40, 33, 32, 12], heads=4, dtype=torch.float32)
     compiled = decompose_attention(attn, values, mask)
-    monkeypatch.setattr(effattn.effective, "_fused_cpu_applies", lambda attn, values: False)
+    use_torch_ops(monkeypatch)
     torch_ops = decompose_attention(attn, values, mask)
     assert torch.equal(compiled.rank, torch_ops.rank)
     assert (compiled.attn_eff - torch_ops.attn_eff).abs().max() < 1e-6

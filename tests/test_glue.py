@@ -1,6 +1,5 @@
 """precompute.glue on made-up GLUE TSVs (tests/fixtures/glue)."""
 
-import shutil
 
 import polars as pl
 import pytest

@@ -30,7 +30,7 @@ def test_logits_unchanged_with_effective_attention():
 
 
 def test_substitution_is_undone_on_exit():
-    model, inputs = tiny_classifier(), padded_inputs()
+    model = tiny_classifier()
     with effective_attention_substituted(model):
         pass
     assert model.config._attn_implementation == "eager"

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from effattn.patterns import PATTERNS, normalise_rows  # noqa: E402
-from precompute.glue import read_tsv  # noqa: E402
+from precompute.glue import dev_path, read_tsv  # noqa: E402
 from precompute.schema import TASKS  # noqa: E402
 
 LABELS_PATH = REPO / "data" / "pattern_labels" / "labels.parquet"
@@ -61,7 +61,7 @@ LABEL_SCHEMA = {
 
 # ----------------------------------------------------------------------------- sample
 def _read_dev(task: str) -> pl.DataFrame:
-    return read_tsv(task, GLUE_DIR / TASKS[task].folder / "dev.tsv")
+    return read_tsv(task, dev_path(GLUE_DIR, task))
 
 
 def _capture_maps(model, encoded) -> tuple[np.ndarray, np.ndarray]:
@@ -368,7 +368,7 @@ def evaluation_table(labels: pl.DataFrame, *, repeats: int = 5, n_splits: int = 
     from sklearn.metrics import f1_score, precision_recall_fscore_support
 
     features, y, two = label_features(labels)
-    fit = lambda f, t, tw: fit_selecting_C(f, t, tw)  # noqa: E731
+    fit = fit_selecting_C
     preds = [cross_validated_predictions(features, y, two, fit, n_splits=n_splits, seed=r)
              for r in range(repeats)]
     rows = []

@@ -6,12 +6,12 @@ import streamlit as st
 from dashboard import charts, data, paper, sidebar
 from dashboard.findings import eval_times
 
-selection = sidebar.current()
+selection = sidebar.page(
+    "What effective attention costs",
+    ("Evaluation clock time over the dev set with standard attention and with effective attention "
+     "substituted (an SVD of V per head and example). The paper's effective runs took about 2× as long."),
+    "tasks")
 run = selection.run
-st.title("What effective attention costs")
-st.caption("Evaluation clock time over the dev set with standard attention and with effective attention "
-           "substituted (an SVD of V per head and example). The paper's effective runs took about 2× as long.")
-sidebar.require(selection, "tasks")
 
 with st.spinner("Reading metrics…"):
     # all metrics, as the Overview reads them: one cache entry serves both pages
@@ -57,7 +57,7 @@ fig.add_hline(y=2.0, line_dash="dot", line_color="#555", annotation_text="2×")
 charts.show(fig, ratios, "cost_ratio")
 
 seconds = pl.concat([
-    times.select(pl.col("task").replace_strict(paper.TASK_LABELS, default=pl.col("task")),
+    times.select(pl.col("task").replace(paper.TASK_LABELS),
                  pl.col(f"{kind}_eval_seconds").alias("seconds"), pl.lit(kind).alias("kind"))
     for kind in ("standard", "effective")
 ]).drop_nulls("seconds")

@@ -7,12 +7,12 @@ import streamlit as st
 from dashboard import charts, data, maps, paper, sidebar
 from dashboard.charts import Panel
 
-selection = sidebar.current()
+selection = sidebar.page(
+    "Example explorer",
+    ("Standard attention A, effective attention A_eff (the part of A that reaches the output, A_eff·V = A·V) "
+     "and the null component A − A_eff (in the left null space of V: it changes nothing)."),
+    "tasks", "layers", "heads")
 run = selection.run
-st.title("Example explorer")
-st.caption("Standard attention A, effective attention A_eff (the part of A that reaches the output, A_eff·V = A·V) "
-           "and the null component A − A_eff (in the left null space of V: it changes nothing).")
-sidebar.require(selection, "tasks", "layers", "heads")
 
 task = st.pills("Task", selection.tasks, default=selection.tasks[0], required=True, key="ex_task",
                 bind="query-params")

@@ -7,18 +7,18 @@ import streamlit as st
 from dashboard import charts, data, paper, sidebar
 from dashboard.charts import KIND_COLORS, Panel
 
-selection = sidebar.current()
+selection = sidebar.page(
+    "What finetuning changes",
+    ("Per layer × head, the cosine similarity between the flattened maps of the pretrained and the "
+     "finetuned model on the same input, averaged over examples. Low = changed most. The paper (Fig. 3) "
+     "finds the last two layers change most, for both kinds."),
+    "tasks", "layers", "heads", "kinds")
 run = selection.run
-st.title("What finetuning changes")
-st.caption("Per layer × head, the cosine similarity between the flattened maps of the pretrained and the "
-           "finetuned model on the same input, averaged over examples. Low = changed most. The paper (Fig. 3) "
-           "finds the last two layers change most, for both kinds.")
-sidebar.require(selection, "tasks", "layers", "heads", "kinds")
 
 with st.spinner("Reading head summaries…"):
     summary = data.read(run, "head_summary", tasks=selection.tasks, layer=selection.layers, head=selection.heads,
                         kind=selection.kinds, measure="pretrained_cosine",
-                        columns=("task", "layer", "head", "kind", "mean", "std", "q25", "q75", "n"))
+                        columns=("task", "layer", "head", "kind", "mean", "std", "q25", "q75"))
 if summary.is_empty():
     st.info("No pretrained_cosine measures in this selection (the extract stage writes them).")
     st.stop()

@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import charts, data, paper, sidebar
 from dashboard.charts import KIND_COLORS
-from dashboard.findings import findings
+from dashboard.findings import TIME_METRICS, findings
 from precompute.schema import KINDS, TASKS
 
 VERDICT_ICONS = {"holds": "✓ holds", "does not hold": "✗ does not hold", "not computed yet": "… not computed yet"}
@@ -35,13 +35,13 @@ st.caption(f"Paper: {paper.PAPER_MODEL}. Ours: {manifest.get('model', '?')}, tas
 
 st.subheader("Dev metrics: standard vs effective attention")
 metrics = data.read(run, "metrics", tasks=tasks)
-quality = metrics.filter(~pl.col("metric").is_in(["eval_seconds", "examples_per_second"]))
+quality = metrics.filter(~pl.col("metric").is_in(TIME_METRICS))
 if quality.is_empty():
     st.info("No dev metrics in this run yet (the evaluate stage writes them).")
 else:
     headline = pl.DataFrame([{"task": t, "metric": TASKS[t].metrics[0] if t in TASKS else ""} for t in tasks])
     shown = (quality.join(headline, on=["task", "metric"], how="semi")
-             .with_columns(pl.col("task").replace_strict(paper.TASK_LABELS, default=pl.col("task")).alias("task_label"))
+             .with_columns(pl.col("task").replace(paper.TASK_LABELS).alias("task_label"))
              .sort(pl.col("task"), pl.col("kind").replace_strict({k: i for i, k in enumerate(KINDS)}, default=99)))
     fig = charts.bars(shown, x="task_label", y="value", color="kind", colors=KIND_COLORS, y_title="headline metric")
     fig.update_traces(hovertemplate="%{x}: %{y:.4f}<extra>%{fullData.name}</extra>")

@@ -9,12 +9,12 @@ from dashboard.charts import Panel
 from dashboard.pattern_views import SHORT, clicked_cell, grid_figure, table2, table2_figure
 from precompute.schema import PATTERNS
 
-selection = sidebar.current()
+selection = sidebar.page(
+    "Attention patterns",
+    ("Each map of each head and example is one of five classes (Kovaleva et al. 2019): vertical (weight on "
+     "[CLS]/[SEP] columns), diagonal, vertical+diagonal, block (within-sentence), heterogeneous."),
+    "tasks", "kinds")
 run = selection.run
-st.title("Attention patterns")
-st.caption("Each map of each head and example is one of five classes (Kovaleva et al. 2019): vertical (weight on "
-           "[CLS]/[SEP] columns), diagonal, vertical+diagonal, block (within-sentence), heterogeneous.")
-sidebar.require(selection, "tasks", "kinds")
 tasks, kinds = selection.tasks, selection.kinds
 
 with st.spinner("Reading pattern tables…"):

@@ -8,13 +8,13 @@ from dashboard.charts import Panel
 
 MEASURES = {"cls_weight": "[CLS]", "sep_weight": "[SEP]"}
 
-selection = sidebar.current()
+selection = sidebar.page(
+    "Attention to [CLS] and [SEP]",
+    ("Per layer × head, the weight on the [CLS] (Fig. 5) or [SEP] (Fig. 6) column averaged over query "
+     "tokens and examples; with two [SEP]s the larger column. The paper finds [SEP] loses weight with "
+     "effective attention and [CLS] does not."),
+    "tasks", "layers", "heads", "kinds")
 run = selection.run
-st.title("Attention to [CLS] and [SEP]")
-st.caption("Per layer × head, the weight on the [CLS] (Fig. 5) or [SEP] (Fig. 6) column averaged over query "
-           "tokens and examples; with two [SEP]s the larger column. The paper finds [SEP] loses weight with "
-           "effective attention and [CLS] does not.")
-sidebar.require(selection, "tasks", "layers", "heads", "kinds")
 
 task = st.pills("Task", [*selection.tasks, "all"], default=selection.tasks[0], required=True, key="sp_task",
                 bind="query-params", help="`all` averages over the selected tasks")
@@ -22,7 +22,7 @@ tasks = selection.tasks if task == "all" else (task,)
 with st.spinner("Reading head summaries…"):
     summary = data.read(run, "head_summary", tasks=tasks, layer=selection.layers, head=selection.heads,
                         kind=selection.kinds, measure=tuple(MEASURES),
-                        columns=("task", "layer", "head", "kind", "measure", "mean", "std"))
+                        columns=("layer", "head", "kind", "measure", "mean", "std"))
 if summary.is_empty():
     st.info("No [CLS]/[SEP] measures in this selection.")
     st.stop()

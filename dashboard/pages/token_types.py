@@ -10,13 +10,13 @@ from dashboard.charts import KIND_COLORS, Panel
 TYPES = {"cls_row_noun": "NOUN", "cls_row_pron": "PRON", "cls_row_verb": "VERB",
          "cls_row_sep": "[SEP]", "cls_row_cls": "[CLS]", "cls_row_punct": "PUNCT"}
 
-selection = sidebar.current()
+selection = sidebar.page(
+    "Token types in the [CLS] row",
+    ("Per head, the weight the [CLS] query puts on each token type (max over tokens of that type, first "
+     "wordpiece of a word), averaged over the dev examples where the type occurs. The paper (Fig. 1) "
+     "finds [SEP] and punctuation lose weight with effective attention while [CLS] does not."),
+    "tasks", "layers", "heads", "kinds")
 run = selection.run
-st.title("Token types in the [CLS] row")
-st.caption("Per head, the weight the [CLS] query puts on each token type (max over tokens of that type, first "
-           "wordpiece of a word), averaged over the dev examples where the type occurs. The paper (Fig. 1) "
-           "finds [SEP] and punctuation lose weight with effective attention while [CLS] does not.")
-sidebar.require(selection, "tasks", "layers", "heads", "kinds")
 
 c1, c2 = st.columns([2, 3])
 layer = c1.selectbox("Layer", list(selection.layers), index=len(selection.layers) - 1, key="tt_layer",
@@ -36,11 +36,11 @@ if view == "averaged over tasks":
     summary = (summary.group_by("layer", "head", "kind", "measure", "token_type", maintain_order=True)  # a stable CSV
                .agg(pl.col("mean").mean(), pl.col("std").mean(), pl.col("n").sum())
                .with_columns(pl.lit("all selected").alias("task")))
-groups = summary["task"].unique(maintain_order=True).to_list()
+groups = summary["task"].unique(maintain_order=True).to_list()  # data.read keeps the selection's task order
 order = list(TYPES.values())
 
 panels = []
-for task in sorted(groups, key=lambda t: list(selection.tasks).index(t) if t in selection.tasks else -1):
+for task in groups:
     for kind in selection.kinds:
         part = summary.filter((pl.col("task") == task) & (pl.col("kind") == kind))
         types, heads, (z, sd, n) = charts.matrices(part, ("mean", "std", "n"), rows="token_type", cols="head",
