@@ -73,18 +73,29 @@ def interleaved_medians(runs: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(doc: str):
+    """--repeats and --glue-dir, shared by the benchmarks that time a MiniLM batch."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--glue-dir", type=Path,
                         default=Path(__file__).resolve().parents[1].parent / "shared" / "glue")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def minilm_batch(glue_dir: Path):
+    """(the embedded MiniLM with eager attention, a batch of BATCH RTE pairs padded to SEQ_LEN)."""
     path = resolve_model("minilm")
     model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
-    pairs = sentence_pairs(args.glue_dir)
+    pairs = sentence_pairs(glue_dir)
     batch = AutoTokenizer.from_pretrained(path)(
         [a for a, _ in pairs], [b for _, b in pairs], padding="max_length", max_length=SEQ_LEN,
         truncation=True, return_tensors="pt")
+    return model, batch
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    model, batch = minilm_batch(args.glue_dir)
 
     def forward():
         with torch.no_grad():

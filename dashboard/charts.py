@@ -1,9 +1,12 @@
 """Plotly figure builders and ``show``: every chart with hover values, a CSV of its table and
 an image of the figure (the modebar camera button, in the sidebar's PNG/SVG format).
 
-Colour policy, everywhere: standard attention is a probability, drawn on a sequential scale
-from 0; effective attention, the null component and differences can be negative, drawn on a
-diverging scale centred at 0 (white = 0) with a symmetric range.
+The one colour rule (``diverging``), everywhere: a kind whose entries can be negative
+(``KindInfo.signed`` in precompute.schema: effective, effective norm-weighted), the null
+component and every difference are drawn on a diverging scale centred at 0 (white = 0) with a
+symmetric range; the other kinds (standard, norm-weighted, efficient: distributions) and
+non-attention values (cosines, counts) on a sequential scale from 0. Pages say what a panel
+shows (``Panel.kind``), never which colours it gets.
 """
 
 from __future__ import annotations
@@ -17,9 +20,15 @@ import polars as pl
 import streamlit as st
 from plotly.subplots import make_subplots
 
-SEQUENTIAL = "Greens"  # standard attention (the paper's green)
-DIVERGING = "RdBu_r"  # effective / null / differences: red positive, blue negative, white 0
-KIND_COLORS = {"standard": "#2e8b57", "effective": "#1f5fbf"}  # bars and lines per kind
+from precompute.schema import KIND_INFO
+
+SEQUENTIAL = "Greens"  # unsigned kinds and other values from 0 (the paper's green)
+DIVERGING = "RdBu_r"  # signed kinds / null / differences: red positive, blue negative, white 0
+DIFFERENCE = "difference"  # Panel.kind of a difference of two kinds or of the null component: signed
+# bars and lines per kind (a test keeps this in step with KIND_INFO)
+KIND_COLORS = {"standard": "#2e8b57", "effective": "#1f5fbf", "norm": "#e08a00",
+               "effective_norm": "#8e44ad", "efficient": "#c0392b"}
+SOURCE_COLORS = {"ours": KIND_COLORS["effective"], "paper": "#999999"}  # ours beside the paper's numbers
 PATTERN_COLORS = {"vertical": "#d62728", "diagonal": "#2ca02c", "vertical+diagonal": "#ff7f0e",
                   "block": "#1f77b4", "heterogeneous": "#9467bd"}
 
@@ -32,56 +41,71 @@ class Panel:
     z: np.ndarray  # (rows, columns) float, NaN where missing; numpy keeps plotly's validation fast
     x: Sequence
     y: Sequence
-    diverging: bool = False
+    kind: str | None = None  # a KIND_INFO name, DIFFERENCE, or None (not attention weights): sets the colours
     text: list[list[str]] | None = None  # optional per-cell hover text
     hover: dict = field(default_factory=lambda: {"x": "head", "y": "layer", "z": "value"})
 
 
-def _range(z: np.ndarray, diverging: bool) -> tuple[float, float]:
+def diverging(kind: str | None) -> bool:
+    """The colour rule: diverging for signed kinds and differences, sequential from 0 for the rest."""
+    if kind == DIFFERENCE:
+        return True
+    info = KIND_INFO.get(kind) if kind is not None else None
+    return info is not None and info.signed
+
+
+def _range(z: np.ndarray, signed: bool) -> tuple[float, float]:
     if not np.isfinite(z).any():
         return (0.0, 1.0)
     low, high = float(np.nanmin(z)), float(np.nanmax(z))
-    if diverging:
+    if signed:
         bound = max(abs(low), abs(high)) or 1.0
         return (-bound, bound)
     return (min(0.0, low), high or 1.0)
 
 
-def heatmaps(panels: list[Panel], *, height: int | None = None, x_title: str = "head", y_title: str = "layer",
+def heatmaps(panels: list[Panel | None], *, height: int | None = None, x_title: str = "head", y_title: str = "layer",
              cols: int | None = None, shared_y: bool = True, square: bool = False) -> go.Figure:
     """Side-by-side heatmaps, each with its own colour bar; ``shared_y`` when all panels have the same rows.
 
-    Rows run top-down like a matrix: the first layer (or query) on top.
+    Rows run top-down like a matrix: the first layer (or query) on top. A None leaves its cell empty
+    (so that a panel can sit under the one it belongs to).
     """
     cols = cols or len(panels)
     rows = -(-len(panels) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title for p in panels], shared_yaxes=shared_y,
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title if p else "" for p in panels], shared_yaxes=shared_y,
                         horizontal_spacing=0.07 if cols > 1 else 0.02, vertical_spacing=0.32 / rows if rows > 1 else 0.1)
     traces, axes = [], {}
     for i, panel in enumerate(panels):
         row, col = divmod(i, cols)
+        suffix = str(i + 1) if i else ""  # make_subplots names axes x, x2, x3, ... row by row
+        if panel is None:
+            axes[f"xaxis{suffix}"] = axes[f"yaxis{suffix}"] = {"visible": False}
+            continue
         z = np.asarray(panel.z, dtype=float)
-        zmin, zmax = _range(z, panel.diverging)
+        signed = diverging(panel.kind)
+        zmin, zmax = _range(z, signed)
         labels = panel.hover
         template = f"{labels['y']} %{{y}}<br>{labels['x']} %{{x}}<br>{labels['z']} %{{z:.4f}}"
         if panel.text is not None:
             template += "<br>%{text}"
-        suffix = str(i + 1) if i else ""  # make_subplots names axes x, x2, x3, ... row by row
         domain = fig.layout[f"xaxis{suffix}"].domain or (0, 1)
         traces.append(go.Heatmap(
             z=z, x=list(panel.x), y=list(panel.y), text=panel.text, zmin=zmin, zmax=zmax,
-            colorscale=DIVERGING if panel.diverging else SEQUENTIAL, zmid=0 if panel.diverging else None,
+            colorscale=DIVERGING if signed else SEQUENTIAL, zmid=0 if signed else None,
             hovertemplate=template + "<extra></extra>", name=panel.title, xaxis=f"x{suffix}", yaxis=f"y{suffix}",
             colorbar={"x": domain[1] + 0.005, "len": 0.85 / rows, "y": 1 - (row + 0.5) / rows, "thickness": 10},
         ))
         # one cell = one square with ``square``: maps keep their shape however wide the page is
         axes[f"xaxis{suffix}"] = {"title": {"text": x_title if row == rows - 1 else None}, "type": "category",
                                   **({"constrain": "domain"} if square else {})}
-        axes[f"yaxis{suffix}"] = {"title": {"text": y_title if col == 0 else None}, "type": "category",
-                                  "autorange": "reversed",
+        first = all(panels[row * cols + c] is None for c in range(col))  # leftmost drawn panel of its row
+        axes[f"yaxis{suffix}"] = {"title": {"text": y_title if first else None}, "type": "category",
+                                  "autorange": "reversed", **({"showticklabels": True} if first else {}),
                                   **({"scaleanchor": f"x{suffix}", "constrain": "domain"} if square else {})}
     fig.add_traces(traces)  # one call: plotly validates per call, and this is the slow part of a page
     fig.update_layout(axes, height=height or 120 + 260 * rows, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    fig.update_annotations(font_size=14 if cols <= 3 else 12)  # the subplot titles; narrower panels, smaller titles
     return fig
 
 
@@ -106,18 +130,18 @@ def matrices(frame: pl.DataFrame, values: Sequence[str], *, rows: str = "layer",
     return row_values, col_values, [np.ascontiguousarray(cube[:, :, i]) for i in range(len(values))]
 
 
-def bars(frame: pl.DataFrame, *, x: str, y: str, color: str, colors: dict | None = None,
+def bars(frame: pl.DataFrame, *, x: str, y: str, color: str, colors: dict | None = None, names: dict | None = None,
          y_title: str | None = None, height: int = 380, hover_format: str = ".3f") -> go.Figure:
-    """Grouped bars of ``y`` over ``x``, one colour per ``color`` value."""
+    """Grouped bars of ``y`` over ``x``, one colour per ``color`` value (legend names from ``names``)."""
     fig = go.Figure()
     groups = frame[color].unique(maintain_order=True).to_list()
     order = list(colors or {})  # legend order follows the colour map (standard before effective)
     for group in sorted(groups, key=lambda g: order.index(g) if g in order else len(order)):
         part = frame.filter(pl.col(color) == group)
         fig.add_trace(go.Bar(
-            x=part[x].to_list(), y=part[y].to_list(), name=str(group),
+            x=part[x].to_list(), y=part[y].to_list(), name=(names or {}).get(group, str(group)),
             marker_color=(colors or {}).get(group),
-            hovertemplate=f"{x} %{{x}}<br>{color} {group}<br>{y} %{{y:{hover_format}}}<extra></extra>",
+            hovertemplate=f"{x} %{{x}}<br>{color} {(names or {}).get(group, group)}<br>{y} %{{y:{hover_format}}}<extra></extra>",
         ))
     fig.update_layout(barmode="group", height=height, yaxis_title=y_title or y, xaxis_title=x,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend_title_text=color)

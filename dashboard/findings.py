@@ -1,22 +1,31 @@
 """The Findings table: each claim of the paper, its number, ours from the analysis tables, a verdict.
 
 Ours are computed over the selected tasks from pattern_shares, head_summary, metrics and
-task_summary (never from per-example rows), so the Overview stays fast.
+task_summary (never from per-example rows), so the Overview stays fast. Beside Sun & Marasović's
+claims: Kobayashi et al.'s (2020) claim about norm-weighting, and what the project-defined
+efficient attention shows (no paper claim, so its rows are "context").
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from dashboard import data, paper
+from dashboard import data, kinds, paper
 from dashboard.data import Run
 
-HOLDS, FAILS, OPEN = "holds", "does not hold", "not computed yet"
+HOLDS, FAILS, OPEN, CONTEXT = "holds", "does not hold", "not computed yet", "context"
 _COLUMNS = {"claim": pl.String, "paper": pl.String, "ours": pl.String, "verdict": pl.String}
 CLS_MEASURES = ("cls_row_sep", "cls_row_punct", "cls_row_cls")
+# Kobayashi et al.'s tokens: the whole-map weight on each key column, averaged over queries
+NORM_MEASURES = {"sep_weight": "[SEP]", "punct_weight": "punctuation", "cls_weight": "[CLS]"}
+KOBAYASHI = ("α large but ‖αf(x)‖ small for [SEP], punctuation, [CLS] (Kobayashi et al. 2020, Figs. 2–4; "
+             "BERT-base, Wikipedia)")
+# "loses weight with norm-weighting" = norm ≤ 0.75 × standard (mean over layers, heads and tasks):
+# the paper reports no number, and a drop of a quarter or more is far beyond head-to-head noise
+LOSES_WEIGHT = 0.75
 # every head_summary measure the findings use, read in one go: data.read caches per predicate,
 # so one read of the union is one scan on a cold cache where one read per claim would be several
-_SUMMARY_MEASURES = (*CLS_MEASURES, "pretrained_cosine")
+_SUMMARY_MEASURES = (*CLS_MEASURES, "pretrained_cosine", *NORM_MEASURES, "support_share")
 TIME_METRICS = ("eval_seconds", "examples_per_second")
 
 
@@ -28,6 +37,12 @@ def read_head_summary(run: Run, tasks: tuple[str, ...]) -> pl.DataFrame:
 def final_cls_row(run: Run, summary: pl.DataFrame) -> pl.DataFrame:
     """The [CLS]-row measures of the final layer, the layer the paper's Fig. 1 shows."""
     return summary.filter((pl.col("layer") == run.n_layers - 1) & pl.col("measure").is_in(CLS_MEASURES))
+
+
+def layer_head_means(summary: pl.DataFrame, measures: tuple[str, ...]) -> pl.DataFrame:
+    """task, kind, measure, mean (over layers and heads), n (examples behind it: the largest head n)."""
+    return (summary.filter(pl.col("measure").is_in(measures))
+            .group_by("task", "kind", "measure", maintain_order=True).agg(pl.col("mean").mean(), pl.col("n").max()))
 
 
 def eval_times(metrics: pl.DataFrame, tasks: tuple[str, ...]) -> pl.DataFrame:
@@ -52,8 +67,7 @@ def _row(claim: str, paper_text: str, ours: str, verdict: str) -> dict:
     return {"claim": claim, "paper": paper_text, "ours": ours, "verdict": verdict}
 
 
-def _patterns(run: Run, tasks: tuple[str, ...]) -> list[dict]:
-    shares = data.read(run, "pattern_shares", tasks=tasks)
+def _patterns(shares: pl.DataFrame, tasks: tuple[str, ...]) -> list[dict]:
     rows = []
     for pattern, fewer in (("vertical", True), ("block", False)):
         claim = f"Effective attention shows {'fewer' if fewer else 'more'} {pattern} patterns"
@@ -115,6 +129,43 @@ def _cost(run: Run, tasks: tuple[str, ...]) -> list[dict]:
     return [_row(claim, "1.92–2.03× (Table 3)", ours, HOLDS if 1.5 <= ratios.mean() <= 2.5 else FAILS)]
 
 
+def _norm_weighting(head_summary: pl.DataFrame) -> list[dict]:
+    means = layer_head_means(head_summary, tuple(NORM_MEASURES))
+    rows = []
+    for measure, token in NORM_MEASURES.items():
+        claim = f"With norm-weighting, {token} carries little weight (Kobayashi et al. 2020)"
+        mean = {kind: means.filter(kind=kind, measure=measure)["mean"].mean() for kind in ("standard", "norm")}
+        if None in mean.values():
+            rows.append(_row(claim, KOBAYASHI, f"no {measure} rows of both kinds in head_summary", OPEN))
+            continue
+        ours = f"{mean['standard']:.3f} → {mean['norm']:.3f} (standard → norm-weighted, mean over layers, heads and tasks)"
+        rows.append(_row(claim, KOBAYASHI, ours, HOLDS if mean["norm"] <= LOSES_WEIGHT * mean["standard"] else FAILS))
+    return rows
+
+
+def _efficient(run: Run, head_summary: pl.DataFrame, shares: pl.DataFrame, tasks: tuple[str, ...]) -> list[dict]:
+    """What efficient attention (project-defined) shows beside standard, on its sample; no paper claim."""
+    name, k = f"Efficient attention{kinds.PROJECT_MARK} (project-defined)", kinds.efficient_examples(run)
+    paper_text = "no paper claim (after Naim & Asher 2024; support at most (rank + 1)/n by construction)"
+    support = layer_head_means(head_summary, ("support_share",))
+    mean = {kind: support.filter(kind=kind)["mean"].mean() for kind in ("standard", "efficient")}
+    n = support.filter(kind="efficient")["n"].sum()  # examples per task, summed over tasks
+    claim = f"{name}: mean share of keys with a non-zero weight"
+    sample = f"{n} examples" + (f", the first {k} per task" if k is not None else "")
+    rows = [_row(claim, paper_text, "no support_share rows of both kinds", OPEN) if None in mean.values() else
+            _row(claim, paper_text, f"{mean['standard']:.3f} → {mean['efficient']:.3f} (standard → efficient, {sample})",
+                 CONTEXT)]
+    vertical = shares.filter(pattern="vertical")
+    share = {kind: vertical.filter(kind=kind)["share"].mean() for kind in ("standard", "efficient")}
+    claim = f"{name}: share of vertical patterns"
+    if None in share.values():
+        return [*rows, _row(claim, "no paper claim", "patterns of both kinds not classified yet", OPEN)]
+    n_maps = vertical.filter(kind="efficient")["n_maps"].sum()
+    ours = (f"{share['standard']:.1%} → {share['efficient']:.1%} (standard → efficient, mean of {len(tasks)} tasks; "
+            f"efficient on {n_maps} maps of its sample)")
+    return [*rows, _row(claim, "no paper claim", ours, CONTEXT)]
+
+
 def _short_inputs(run: Run, tasks: tuple[str, ...]) -> list[dict]:
     summary = data.read(run, "task_summary", tasks=tasks)
     if summary.is_empty():
@@ -122,12 +173,13 @@ def _short_inputs(run: Run, tasks: tuple[str, ...]) -> list[dict]:
     d_head = summary["d_head"].max()
     per_task = ", ".join(f"{paper.task_label(t)} {s:.0%}" for t, s in summary.select("task", "share_le_d_head").iter_rows())
     return [_row(f"Share of examples with n ≤ d_head = {d_head} (effective = standard there)",
-                 "d_head 64, few GLUE inputs that short", per_task, "context")]
+                 "d_head 64, few GLUE inputs that short", per_task, CONTEXT)]
 
 
 def findings(run: Run, tasks: tuple[str, ...]) -> pl.DataFrame:
     """One row per claim: claim, paper, ours, verdict."""
     head_summary = read_head_summary(run, tasks)
-    rows = [*_patterns(run, tasks), *_cls_row(run, head_summary), *_finetuning(run, head_summary), *_cost(run, tasks),
-            *_short_inputs(run, tasks)]
+    shares = data.read(run, "pattern_shares", tasks=tasks)
+    rows = [*_patterns(shares, tasks), *_cls_row(run, head_summary), *_finetuning(run, head_summary), *_cost(run, tasks),
+            *_norm_weighting(head_summary), *_efficient(run, head_summary, shares, tasks), *_short_inputs(run, tasks)]
     return pl.DataFrame(rows, schema=_COLUMNS)

@@ -1,7 +1,8 @@
 """Full attention maps of the explorer sample: load, reshape, label tokens.
 
 ``maps.weights`` is a row-major (query, key) list of seq_len² floats per example × layer ×
-head × kind; the null component is standard − effective (not stored).
+head × kind (every kind of precompute.schema.KINDS; efficient only for examples in its sample);
+the null component is standard − effective (not stored).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dashboard.data import Run
 
 
 def sample_examples(run: Run, task: str) -> pl.DataFrame:
-    """The map sample of ``task``: example_id, label, predictions, texts, tokens, segments."""
+    """The map sample of ``task``: example_id, label, predictions, texts, tokens, segments, in_efficient_sample."""
     frame = data.read(run, "examples", tasks=(task,), in_map_sample=True,
                       columns=("example_id", "label", "prediction", "prediction_effective",
-                               "text_a", "text_b", "tokens", "segment_ids"))
+                               "text_a", "text_b", "tokens", "segment_ids", "in_efficient_sample"))
     return frame.sort("example_id")
 
 

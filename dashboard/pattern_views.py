@@ -8,13 +8,14 @@ from plotly.subplots import make_subplots
 
 from dashboard import paper
 from dashboard.charts import PATTERN_COLORS
+from dashboard.kinds import label
 from precompute.schema import PATTERNS
 
 SHORT = {"block": "B", "diagonal": "D", "vertical+diagonal": "V+D", "heterogeneous": "H", "vertical": "V"}
 
 
 def table2(shares: pl.DataFrame, tasks: tuple[str, ...], kinds: tuple[str, ...]) -> pl.DataFrame:
-    """Table 2 layout: one row per task × kind × source (ours, paper), percent per class."""
+    """Table 2 layout: one row per task × kind × source (ours, and the paper's where it has that kind), percent per class."""
     rows = []
     for task in tasks:
         for kind in kinds:
@@ -23,7 +24,7 @@ def table2(shares: pl.DataFrame, tasks: tuple[str, ...], kinds: tuple[str, ...])
             n_maps = ours["n_maps"].max() if not ours.is_empty() else None
             rows.append({"task": paper.task_label(task), "attention": kind, "source": "ours", "n_maps": n_maps,
                          **{SHORT[p]: None if p not in lookup else round(100 * lookup[p], 1) for p in paper.TABLE2_PATTERNS}})
-            if task in paper.TABLE2_PERCENT:
+            if paper.table2_share(task, kind, PATTERNS[0]) is not None:  # the paper has standard and effective only
                 rows.append({"task": paper.task_label(task), "attention": kind, "source": "paper", "n_maps": None,
                              **{SHORT[p]: round(100 * paper.table2_share(task, kind, p), 1) for p in paper.TABLE2_PATTERNS}})
     schema = {"task": pl.String, "attention": pl.String, "source": pl.String, "n_maps": pl.Int64,
@@ -33,7 +34,7 @@ def table2(shares: pl.DataFrame, tasks: tuple[str, ...], kinds: tuple[str, ...])
 
 def table2_figure(table: pl.DataFrame, kinds: tuple[str, ...]) -> go.Figure:
     """Fig. 4: stacked class percentages per task, ours beside the paper's, one panel per kind."""
-    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[f"{k} attention" for k in kinds], shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[label(k) for k in kinds], shared_yaxes=True)
     for col, kind in enumerate(kinds, start=1):
         part = table.filter(pl.col("attention") == kind)
         x = [part["task"].to_list(), part["source"].to_list()]  # multicategory axis: task, then source
@@ -41,7 +42,7 @@ def table2_figure(table: pl.DataFrame, kinds: tuple[str, ...]) -> go.Figure:
             fig.add_trace(go.Bar(
                 x=x, y=part[SHORT[pattern]].to_list(), name=pattern, marker_color=PATTERN_COLORS[pattern],
                 legendgroup=pattern, showlegend=col == 1,
-                hovertemplate=f"%{{x}}<br>{pattern}: %{{y:.1f}}%<extra>{kind}</extra>"), row=1, col=col)
+                hovertemplate=f"%{{x}}<br>{pattern}: %{{y:.1f}}%<extra>{label(kind)}</extra>"), row=1, col=col)
     fig.update_layout(barmode="stack", height=420, yaxis_title="% of maps", legend_title_text="class",
                       margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
@@ -49,7 +50,7 @@ def table2_figure(table: pl.DataFrame, kinds: tuple[str, ...]) -> go.Figure:
 
 def grid_figure(grid: pl.DataFrame, kinds: tuple[str, ...], layers: tuple[int, ...], heads: tuple[int, ...]) -> go.Figure:
     """Layer × head grid of the dominant class, drawn as clickable squares (one trace per class)."""
-    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[f"{k} attention" for k in kinds],
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[label(k) for k in kinds],
                         shared_yaxes=True, horizontal_spacing=0.04)
     size = max(10, min(30, 360 // max(len(layers), 1)))
     for col, kind in enumerate(kinds, start=1):

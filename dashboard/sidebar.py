@@ -13,12 +13,15 @@ from dataclasses import dataclass
 import streamlit as st
 
 from dashboard.data import Run, data_location, discover_runs, load_run
-from precompute.schema import KINDS
+from dashboard.kinds import PROJECT_MARK, label
+from precompute.schema import KIND_INFO, KINDS
 
 IMAGE_FORMATS = ("svg", "png")  # what the modebar camera button saves
 # widget keys, which are also the URL query parameters; link_params carries them to other pages
 RUN_KEY, TASK_KEY, LAYER_KEY, HEAD_KEY, KIND_KEY = "run", "task", "layer", "head", "kind"
 SIDEBAR_KEYS = (RUN_KEY, TASK_KEY, LAYER_KEY, HEAD_KEY, KIND_KEY)
+KINDS_HELP = "Views of each head's attention, shown in figures as: " + "; ".join(
+    f"{kind} = {label(kind)} ({info.source})" for kind, info in KIND_INFO.items()) + f". {PROJECT_MARK} = project-defined."
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,10 @@ def render() -> Selection:
                                   key=LAYER_KEY, bind="query-params")
     picked_heads = sidebar.pills("Heads", heads, selection_mode="multi", default=heads,
                                  key=HEAD_KEY, bind="query-params")
+    # options are the kind names, not their labels: a URL-bound widget writes what it displays into the
+    # URL, and links must keep reading ?kind=effective; the help maps each name to its label
     picked_kinds = sidebar.pills("Attention kinds", list(KINDS), selection_mode="multi", default=list(KINDS),
-                                 key=KIND_KEY, bind="query-params")
+                                 key=KIND_KEY, bind="query-params", help=KINDS_HELP)
     sidebar.segmented_control("Figure download format", IMAGE_FORMATS, default="svg", required=True,
                               key="image_format", bind="query-params", format_func=str.upper,
                               help="Format of the camera button in each chart's toolbar")

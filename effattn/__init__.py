@@ -5,13 +5,23 @@
     original_code_effective_attention(...)   the research code's padded method, comparison only
     capture_attention(model, batch, on_layer=None) -> CaptureResult
     effective_attention_substituted(model)   context manager: forward passes use A_eff
+    transformed_value_norms(values, output_weight) -> ‖f(x_j)‖   norm-weighted attention (Kobayashi)
+    efficient_attention(attn, values, attention_mask) -> sparse p   project-defined, after Naim & Asher
+    attention_kind(layer_capture, kind) -> map   every kind of KIND_FUNCTIONS from one captured layer
+    head_attribution(model, batch) -> g          gradient attribution of every head to the inputs
+    layer_influence(model, batch) -> LayerInfluence   input influence on each layer (Meister et al.)
     classify_patterns(maps, segment_ids=...) -> (labels, scores)   Kovaleva et al.'s five classes
 """
 
+from .attribution import LayerInfluence, head_attribution, layer_influence
 from .capture import CaptureResult, LayerCapture, capture_attention
 from .effective import AttentionDecomposition, decompose_attention, effective_attention
 from .errors import (EffattnError, InputShapeError, NonFiniteValuesError, NotAProbabilityError,
                      UnsupportedModelError)
+from .efficient import efficient_attention
+from .kinds import KIND_FUNCTIONS, attention_kind
+from .norm_weighted import (head_output_weights, norm_weighted_attention, output_projections,
+                            transformed_value_norms)
 from .original_code import original_code_effective_attention
 from .patterns import (FEATURES, PATTERNS, classify_pattern, classify_patterns, normalise_rows,
                        pattern_features, pattern_scores)
@@ -19,23 +29,33 @@ from .substitution import effective_attention_substituted
 
 __all__ = [
     "FEATURES",
+    "KIND_FUNCTIONS",
     "PATTERNS",
     "AttentionDecomposition",
     "CaptureResult",
     "EffattnError",
     "InputShapeError",
     "LayerCapture",
+    "LayerInfluence",
     "NonFiniteValuesError",
     "NotAProbabilityError",
     "UnsupportedModelError",
+    "attention_kind",
     "capture_attention",
     "classify_pattern",
     "classify_patterns",
     "decompose_attention",
     "effective_attention",
     "effective_attention_substituted",
+    "efficient_attention",
+    "head_attribution",
+    "head_output_weights",
+    "layer_influence",
+    "norm_weighted_attention",
     "normalise_rows",
     "original_code_effective_attention",
+    "output_projections",
     "pattern_features",
     "pattern_scores",
+    "transformed_value_norms",
 ]

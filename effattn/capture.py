@@ -7,6 +7,7 @@ import torch
 
 from .effective import decompose_attention
 from .errors import UnsupportedModelError
+from .norm_weighted import head_output_weights, output_projections, transformed_value_norms
 from .routing import routed_attention
 
 __all__ = ["CaptureResult", "LayerCapture", "capture_attention"]
@@ -22,6 +23,10 @@ class LayerCapture:
     attn_eff: torch.Tensor        # (batch, head, query, key) effective attention
     rank: torch.Tensor            # (batch, head) int64, numerical rank of V's real block
     attention_mask: torch.Tensor  # (batch, key) bool, True = real token
+    # The head's rows of the output projection W_O and ‖v_j W_O^h‖ per key (0 at padding), for
+    # norm-weighted attention; None for a model whose W_O effattn does not recognise.
+    output_weight: torch.Tensor | None = None  # (head, d_head, d_model), a view of the weights
+    value_norms: torch.Tensor | None = None    # (batch, head, key)
 
     @property
     def attn_null(self) -> torch.Tensor:
@@ -53,11 +58,17 @@ def capture_attention(model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
     then dropped, so at most one layer's extra tensors are alive beyond what the callback keeps.
     """
     kept: list[LayerCapture] = []
+    projections = _output_projections_or_none(model)
 
     def record(attn, values, key_mask, spare):
         parts = decompose_attention(attn, values, key_mask, check_rows=False, out=spare)
+        output_weight = value_norms = None
+        if projections is not None and layer_counter[0] < len(projections):
+            output_weight = head_output_weights(projections[layer_counter[0]], values.shape[1])
+            value_norms = transformed_value_norms(values, output_weight, key_mask)
         capture = LayerCapture(layer=layer_counter[0], attn=parts.attn, values=values,
-                               attn_eff=parts.attn_eff, rank=parts.rank, attention_mask=key_mask)
+                               attn_eff=parts.attn_eff, rank=parts.rank, attention_mask=key_mask,
+                               output_weight=output_weight, value_norms=value_norms)
         layer_counter[0] += 1
         (on_layer or kept.append)(capture)
         return attn
@@ -74,4 +85,17 @@ def capture_attention(model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
         raise UnsupportedModelError(
             f"{type(model).__name__} ran without calling its attention through transformers' "
             "AttentionInterface, so nothing was captured: use a BERT-family encoder")
+    if projections is not None and len(projections) != layer_counter[0]:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} ran {layer_counter[0]} attention layers but effattn found "
+            f"{len(projections)} output projections, so W_O cannot be matched to layers: use a "
+            "BERT-family, DistilBERT or MPNet encoder")
     return CaptureResult(output=output, layers=tuple(kept))
+
+
+def _output_projections_or_none(model: torch.nn.Module):
+    """W_O per layer, or None where effattn does not recognise it (norm kinds then unavailable)."""
+    try:
+        return output_projections(model) or None
+    except UnsupportedModelError:
+        return None

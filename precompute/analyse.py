@@ -6,7 +6,10 @@ writes, per task, one part of each analysis table (docs/SCHEMA.md):
   layer × head × kind;
 - task_summary: examples analysed, d_head, share of examples with seq_len ≤ d_head (where
   effective equals standard), mean seq_len, agreement of the predictions standard vs effective;
-- pattern_shares / pattern_grid: only when the `pattern` column has been filled.
+- pattern_shares / pattern_grid: only when the `pattern` column has been filled;
+- attribution_summary / influence_summary: mean, std and n of the attention-vs-attribution
+  measures per layer × head × kind and of the layer influence measures per layer, only when the
+  attribute stage has written `attribution` (a run without it analyses as before).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import polars as pl
 
 from precompute import CacheError
-from precompute.schema import HEAD_MEASURES, PATTERNS, TASKS
+from precompute.schema import ATTRIBUTION_MEASURES, HEAD_MEASURES, INFLUENCE_MEASURES, PATTERNS, TASKS
 from precompute.store import RunFolder, Shard
 
 HEAD = ["task", "layer", "head", "kind"]
@@ -37,6 +40,27 @@ def head_summary(measures: pl.LazyFrame) -> pl.LazyFrame:
         )
         .sort([*HEAD, "measure"])
     )
+
+
+def _mean_std_n(frame: pl.LazyFrame, keys: list[str], measures: tuple[str, ...]) -> pl.LazyFrame:
+    """mean, std and n (non-null values) of each measure per `keys`, in long format."""
+    value = pl.col("value").drop_nulls()
+    long = frame.unpivot(index=keys, on=list(measures), variable_name="measure", value_name="value")
+    return (
+        long.group_by([*keys, "measure"])
+        .agg(mean=value.mean(), std=value.std(), n=value.count().cast(pl.Int64))
+        .sort([*keys, "measure"])
+    )
+
+
+def attribution_summary(attribution: pl.LazyFrame) -> pl.LazyFrame:
+    """jsd, kendall_tau, top1_agreement per task × layer × head × kind: mean, std, n."""
+    return _mean_std_n(attribution, HEAD, ATTRIBUTION_MEASURES)
+
+
+def influence_summary(layer_influence: pl.LazyFrame) -> pl.LazyFrame:
+    """own_share and entropy per task × layer: mean, std, n."""
+    return _mean_std_n(layer_influence, ["task", "layer"], INFLUENCE_MEASURES)
 
 
 def task_summary(examples: pl.LazyFrame, task: str, d_head: int) -> pl.LazyFrame:
@@ -85,7 +109,8 @@ def pattern_grid(measures: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def run_analyse(run: RunFolder, tasks: list[str]) -> None:
-    """Write head_summary, task_summary and (when classified) pattern tables for each task."""
+    """Write head_summary, task_summary and (when classified) pattern tables for each task, and
+    the attribution summaries when the attribute stage has run."""
     d_head = run.read_manifest().get("d_head")
     if d_head is None:
         raise CacheError(f"manifest {run.manifest_path} has no d_head: re-run `python -m precompute` so that it records the model shape")
@@ -94,10 +119,17 @@ def run_analyse(run: RunFolder, tasks: list[str]) -> None:
         examples = run.scan("examples", [task])
         if not run.part_files("head_measures", [task]):
             raise CacheError(f"no head_measures for task {task} in {run.root}: run the extract stage first (--stages extract)")
-        tables = _collect({
+        frames = {
             "head_summary": head_summary(measures), "task_summary": task_summary(examples, task, d_head),
             "pattern_shares": pattern_shares(measures), "pattern_grid": pattern_grid(measures),
-        })
+        }
+        if run.part_files("attribution", [task]):
+            frames["attribution_summary"] = attribution_summary(run.scan("attribution", [task]))
+            frames["influence_summary"] = influence_summary(run.scan("layer_influence", [task]))
+        else:
+            for table in ("attribution_summary", "influence_summary"):
+                run.clear(table, task)  # drop summaries of attribution rows that are gone
+        tables = _collect(frames)
         # pattern_shares lists every class of each task × kind with a classified map, so it is
         # empty exactly when no map has a pattern yet (or any more).
         if tables["pattern_shares"].is_empty():

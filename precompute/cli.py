@@ -42,14 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed for model init, data order, caps and carve-outs")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for finetune and evaluate (default: all cores); 1 is much faster when other jobs "
-                        "share the cores. extract always uses one thread per process: use --shard i/N for more cores")
+                   help="torch CPU threads for finetune, evaluate and attribute (default: all cores); 1 is much faster when "
+                        "other jobs share the cores. extract always uses one thread per process: use --shard i/N for more cores")
     p.add_argument("--shard", default="0/1", metavar="i/N",
-                   help="process only shard i (0-based) of N of the eval examples in extract; run finetune,evaluate once first")
+                   help="process only shard i (0-based) of N of the eval examples in extract and attribute; run finetune,evaluate "
+                        "once first")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
     p.add_argument("--force", action="store_true", help="redo the selected stages for the selected tasks")
     p.add_argument("--map-examples", type=int, default=20, help="examples per task whose full attention maps are stored")
     p.add_argument("--analysis-examples", type=int, default=1000, help="random eval examples per task for map-level analyses")
+    p.add_argument("--efficient-examples", type=int, default=100,
+                   help="analysed examples per task (the first ones, plus the map sample) that also get the costly efficient kind")
+    p.add_argument("--attribution-examples", type=int, default=50,
+                   help="analysed examples per task (the first ones, plus the map sample) whose heads' attention is compared "
+                        "with gradient attribution (stage attribute; 10-90 s per MiniLM example on one CPU core)")
     return p
 
 
@@ -62,6 +68,9 @@ def parse_config(argv: list[str]) -> RunConfig:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}: pass a positive number")
+    for name, example in (("efficient_examples", 100), ("attribution_examples", 50)):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}: pass e.g. {example}")
     if args.epochs <= 0:
         raise ConfigError(f"--epochs must be positive, got {args.epochs}: pass e.g. 3")
     return RunConfig(
@@ -71,11 +80,12 @@ def parse_config(argv: list[str]) -> RunConfig:
         lr=args.lr, max_seq_len=args.max_seq_len, seed=args.seed, device=args.device,
         shard=Shard.parse(args.shard), stages=parse_stages(args.stages), force=args.force,
         map_examples=args.map_examples, analysis_examples=args.analysis_examples, threads=args.threads,
+        efficient_examples=args.efficient_examples, attribution_examples=args.attribution_examples,
     )
 
 
 def run_task(run: RunFolder, task: str, config: RunConfig, base_model: str) -> None:
-    """Run the per-task stages (finetune, evaluate, extract) for one task."""
+    """Run the per-task stages (finetune, evaluate, extract, attribute) for one task."""
     from precompute import finetune, glue, manifest
 
     data = glue.load_task(task, glue_dir=config.glue_dir, carve_train_from_dev=config.carve_train_from_dev,
@@ -100,6 +110,11 @@ def run_task(run: RunFolder, task: str, config: RunConfig, base_model: str) -> N
         from precompute import extract
 
         extract.run_extract(run, task, run.checkpoint_dir(task), base_model, data.eval, config, config.shard)
+    if "attribute" in config.stages:
+        from precompute import attribute
+
+        if attribute.run_attribute(run, task, run.checkpoint_dir(task), data.eval, config, config.shard):
+            run.clear("analyse", task)  # new attribution rows make the task's analysis stale: redo it
 
 
 def run_pipeline(config: RunConfig) -> None:

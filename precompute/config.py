@@ -34,7 +34,15 @@ class RunConfig:
     force: bool = False  # redo the selected stages for the selected tasks
     map_examples: int = 20  # examples per task whose full maps are stored (explorer sample)
     analysis_examples: int = 1000  # random eval examples per task for the map-level analyses
-    threads: int | None = None  # torch CPU threads of finetune and evaluate; None = all cores (extract always uses 1)
+    # analysed examples per task (the first of the sample, plus the map sample) that also get the
+    # efficient kind: one LP per query row of every head is far costlier than the other kinds
+    efficient_examples: int = 100
+    # analysed examples per task (the first of the sample, plus the map sample) whose heads are
+    # compared with gradient attribution (stage attribute): one backward per head × query, 10-90 s
+    # per MiniLM example on one CPU core (SST-2 to RTE); the first ones, so that with
+    # efficient_examples at least as large every kind is compared
+    attribution_examples: int = 50
+    threads: int | None = None  # torch CPU threads of finetune, evaluate and attribute; None = all cores (extract always uses 1)
     eval_batch_size: int = 32  # evaluation/extraction batch size (no gradients, so larger)
     save_every_steps: int = 200  # how often fine-tuning saves its resumable training state
     stop_after_steps: int | None = None  # test hook: stop fine-tuning (unfinished) after this many steps

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 import effattn
+from effattn.kinds import KIND_FUNCTIONS
 from effattn.patterns import classify_patterns
 from precompute import ConfigError, measures, pos
 from precompute.config import RunConfig
@@ -41,6 +42,9 @@ CHUNK_EXAMPLES = 64  # examples per part file; fixed so that chunk numbers mean 
 # 178 CPU-s with 2 threads on a shared 2-core machine, 25 s / 8.7 CPU-s with 1. More cores are
 # better used as `--shard i/N` processes.
 EXTRACT_THREADS = 1
+# Kinds computed only for the efficient sample (RunConfig.efficient_examples): one linear program
+# per query row of every head costs far more than the other kinds together.
+SAMPLED_KINDS = ("efficient",)
 
 
 class InjectedFailure(RuntimeError):
@@ -64,6 +68,7 @@ class Batch:
 
     example_ids: np.ndarray  # (batch,) int64
     in_map_sample: np.ndarray  # (batch,) bool
+    in_efficient_sample: np.ndarray  # (batch,) bool: rows that also get the costly kinds (SAMPLED_KINDS)
     inputs: dict  # input_ids, attention_mask, token_type_ids for the model
     real: torch.Tensor  # attention mask as bool
     types: dict[str, torch.Tensor]  # measures.token_type_masks
@@ -75,9 +80,12 @@ def analysis_sample(eval_frame: pl.DataFrame, config: RunConfig, shard: Shard) -
     order = np.random.default_rng(config.seed).permutation(len(eval_frame))
     order = order[: config.analysis_examples]
     positions = np.array_split(np.arange(len(order)), shard.count)[shard.index]
+    in_map_sample = positions < config.map_examples
     return eval_frame[order[positions]].with_columns(
         position=pl.Series(positions, dtype=pl.Int64),
-        in_map_sample=pl.Series(positions < config.map_examples, dtype=pl.Boolean),
+        in_map_sample=pl.Series(in_map_sample, dtype=pl.Boolean),
+        # the map sample is always inside, so the explorer has every kind's maps
+        in_efficient_sample=pl.Series((positions < config.efficient_examples) | in_map_sample, dtype=pl.Boolean),
     )
 
 
@@ -189,25 +197,43 @@ def _make_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> Batch:
                                  models.tokenizer.cls_token_id, models.tokenizer.sep_token_id)
     real = encoding["attention_mask"].bool()
     inputs = {name: encoding[name] for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoding}
-    return Batch(rows["example_id"].to_numpy(), rows["in_map_sample"].to_numpy(), inputs, real,
+    return Batch(rows["example_id"].to_numpy(), rows["in_map_sample"].to_numpy(),
+                 rows["in_efficient_sample"].to_numpy(), inputs, real,
                  measures.token_type_masks(pos_tags, real.shape[1]), pos_tags)
 
 
-def _kind_maps(capture) -> dict[str, torch.Tensor]:
-    """kind -> (batch, head, query, key) map on the CPU."""
-    return {"standard": capture.attn.detach().cpu(), "effective": capture.attn_eff.detach().cpu()}
+def _kind_maps(capture, sampled_rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """kind -> (batch, head, query, key) map on the CPU; SAMPLED_KINDS only for `sampled_rows`
+    (indices into the batch), so their first dimension is len(sampled_rows)."""
+    maps = {}
+    for kind in KINDS:
+        if kind in SAMPLED_KINDS:
+            if not len(sampled_rows):
+                continue
+            capture = _rows_of(capture, sampled_rows)
+        maps[kind] = KIND_FUNCTIONS[kind](capture).detach().cpu()
+    return maps
+
+
+def _rows_of(capture, rows: np.ndarray):
+    """The capture restricted to some examples of its batch (every batched tensor indexed)."""
+    index = torch.as_tensor(rows, device=capture.attn.device)
+    fields = {name: value.index_select(0, index) if name not in ("layer", "output_weight") and value is not None
+              else value for name, value in vars(capture).items()}
+    return type(capture)(**fields)
 
 
 def _extract_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> dict[str, pl.DataFrame]:
     batch = _make_batch(models, rows, config)
     inputs = {name: tensor.to(models.device) for name, tensor in batch.inputs.items()}
+    sampled_rows = np.flatnonzero(batch.in_efficient_sample)
     pretrained: dict[int, dict[str, torch.Tensor]] = {}
-    effattn.capture_attention(models.pretrained, inputs,
-                              on_layer=lambda capture: pretrained.__setitem__(capture.layer, _kind_maps(capture)))
+    effattn.capture_attention(models.pretrained, inputs, on_layer=lambda capture: pretrained.__setitem__(
+        capture.layer, _kind_maps(capture, sampled_rows)))
     measure_frames, map_frames = [], []
 
     def on_layer(capture) -> None:
-        maps = _kind_maps(capture)
+        maps = _kind_maps(capture, sampled_rows)
         reference = pretrained.pop(capture.layer)  # drop the pretrained layer once compared
         measure_frames.append(_measure_rows(capture, maps, reference, batch))
         map_frames.append(_map_rows(capture.layer, maps, batch))
@@ -222,50 +248,60 @@ def _extract_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> dic
     }
 
 
+def _kind_rows(kind: str, batch: Batch) -> np.ndarray:
+    """Batch rows that have maps of this kind (see _kind_maps)."""
+    return np.flatnonzero(batch.in_efficient_sample) if kind in SAMPLED_KINDS else np.arange(len(batch.example_ids))
+
+
 def _measure_rows(capture, maps: dict, reference: dict, batch: Batch) -> pl.DataFrame:
-    """head_measures rows of one layer: (batch × head) rows per kind."""
-    n_batch, n_head = capture.rank.shape
+    """head_measures rows of one layer: (rows × head) rows per kind, rows as in _kind_rows."""
+    n_head = capture.rank.shape[1]
     # capture.attn_null, taken from the CPU maps at hand instead of subtracting on the device
     # and copying a third map over: the same float32 differences.
     heads = measures.head_properties(capture, maps["standard"] - maps["effective"])
-    key = {"example_id": np.repeat(batch.example_ids, n_head), "head": np.tile(np.arange(n_head), n_batch)}
     patterns = _pattern_columns(maps, batch)
     frames = []
-    for kind in KINDS:
-        columns = {**heads, **measures.map_measures(maps[kind], reference[kind], batch.real, batch.types),
-                   **patterns[kind]}
+    for kind in maps:
+        rows = _kind_rows(kind, batch)
+        real, types = batch.real[rows], {name: mask[rows] for name, mask in batch.types.items()}
+        columns = {**{name: values[rows] for name, values in heads.items()},
+                   **measures.map_measures(maps[kind], reference[kind], real, types), **patterns[kind]}
         frames.append(pl.DataFrame({
-            **key, "layer": capture.layer, "kind": kind,
+            "example_id": np.repeat(batch.example_ids[rows], n_head), "head": np.tile(np.arange(n_head), len(rows)),
+            "layer": capture.layer, "kind": kind,
             **{name: values.reshape(-1) for name, values in columns.items()},
         }).fill_nan(None))
     return pl.concat(frames)
 
 
 def _pattern_columns(maps: dict, batch: Batch) -> dict[str, dict[str, np.ndarray]]:
-    """kind -> pattern / pattern_score (batch, head)."""
-    labels, scores = [], []
-    for row, n in enumerate(batch.real.sum(dim=-1).tolist()):
-        example_maps = np.stack([maps[kind][row, :, :n, :n].numpy() for kind in KINDS])  # (kind, head, n, n)
-        label, probabilities = classify_patterns(
-            example_maps, segment_ids=batch.inputs["token_type_ids"][row, :n].numpy())
-        labels.append(label)
-        scores.append(probabilities.max(axis=-1))  # confidence of the chosen class
-    labels, scores = np.stack(labels), np.stack(scores)  # (batch, kind, head)
-    return {kind: {"pattern": labels[:, i], "pattern_score": scores[:, i]} for i, kind in enumerate(KINDS)}
+    """kind -> pattern / pattern_score (rows, head), rows as in _kind_rows."""
+    columns = {}
+    for kind, kind_maps in maps.items():
+        labels, scores = [], []
+        for index, row in enumerate(_kind_rows(kind, batch)):
+            n = int(batch.real[row].sum())
+            label, probabilities = classify_patterns(
+                kind_maps[index, :, :n, :n].numpy(), segment_ids=batch.inputs["token_type_ids"][row, :n].numpy())
+            labels.append(label)
+            scores.append(probabilities.max(axis=-1))  # confidence of the chosen class
+        columns[kind] = {"pattern": np.stack(labels), "pattern_score": np.stack(scores)}
+    return columns
 
 
 def _map_rows(layer: int, maps: dict, batch: Batch) -> pl.DataFrame | None:
     """maps rows (row-major float32 weights, MAP_DECIMALS) of the batch's examples in the map sample."""
     frames = []
-    for row in np.flatnonzero(batch.in_map_sample):
-        n = int(batch.real[row].sum())
-        for kind in KINDS:
-            weights = maps[kind][row, :, :n, :n].reshape(-1, n * n).to(torch.float32).numpy()
-            weights = np.round(weights, MAP_DECIMALS)
+    for kind, kind_maps in maps.items():
+        for index, row in enumerate(_kind_rows(kind, batch)):
+            if not batch.in_map_sample[row]:
+                continue
+            n = int(batch.real[row].sum())
+            weights = kind_maps[index, :, :n, :n].reshape(-1, n * n).to(torch.float32).numpy()
             frames.append(pl.DataFrame({
                 "example_id": batch.example_ids[row], "layer": layer, "head": np.arange(len(weights)),
                 "kind": kind, "seq_len": n,
-                "weights": pl.Series(weights).cast(pl.List(pl.Float32)),
+                "weights": pl.Series(np.round(weights, MAP_DECIMALS)).cast(pl.List(pl.Float32)),
             }))
     return pl.concat(frames) if frames else None
 
@@ -288,7 +324,7 @@ def _example_rows(models: Models, rows: pl.DataFrame, batch: Batch, logits, logi
         "example_id": batch.example_ids, "label": rows["label"],
         "prediction": _predict(logits), "prediction_effective": _predict(logits_effective),
         "seq_len": seq_len.numpy(), "n_segments": np.where(rows["text_b"].is_null(), 1, 2),
-        "in_map_sample": sample,
+        "in_map_sample": sample, "in_efficient_sample": batch.in_efficient_sample,
         "text_a": rows["text_a"].zip_with(pl.Series(sample), pl.Series([None] * len(rows), dtype=pl.String)),
         "text_b": rows["text_b"].zip_with(pl.Series(sample), pl.Series([None] * len(rows), dtype=pl.String)),
         "tokens": pl.Series([d["tokens"] for d in detail], dtype=pl.List(pl.String)),

@@ -59,7 +59,9 @@ def record_run(run: RunFolder, config: RunConfig, model_path: str, device: str) 
 
 def record_task_data(run: RunFolder, data: TaskData, config: RunConfig) -> None:
     """Row counts (and the carve-out, if any) of one task's data."""
-    counts = {**data.row_counts, "map_examples": min(config.map_examples, data.row_counts["eval"])}
+    counts = {**data.row_counts, "map_examples": min(config.map_examples, data.row_counts["eval"]),
+              "efficient_examples": min(max(config.efficient_examples, config.map_examples), config.analysis_examples,
+                                        data.row_counts["eval"])}
     patch: dict = {"row_counts": {data.task: counts}}
     if data.carve_out is not None:
         patch["carve_outs"] = {data.task: data.carve_out}

@@ -53,6 +53,21 @@ def _masked_max(weights: torch.Tensor, is_type: torch.Tensor) -> torch.Tensor:
     return best.masked_fill(~is_type.any(dim=-1)[:, None], torch.nan)
 
 
+def _masked_sum(weights: torch.Tensor, is_type: torch.Tensor) -> torch.Tensor:
+    """(batch, head): sum of weights (batch, head, key) over the keys of a type; NaN if none."""
+    total = (weights * is_type[:, None, :]).sum(dim=-1)
+    return total.masked_fill(~is_type.any(dim=-1)[:, None], torch.nan)
+
+
+def _support_share(block: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
+    """(batch, head): mean over real queries of the share of real keys with a non-zero weight.
+
+    Exact zeros only: softmax rows have full support (1.0), efficient attention's rows at most
+    rank(V) + 1 keys. Padded rows and columns are 0 and count for nothing.
+    """
+    return (block != 0).sum(dim=(-2, -1)).to(REDUCTION_DTYPE) / n_real**2
+
+
 def _entropy_of(block: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
     """(batch, head): mean over real queries of the entropy (nats) of |row| / sum |row|.
 
@@ -91,6 +106,8 @@ def map_measures(attn: torch.Tensor, pretrained: torch.Tensor, real: torch.Tenso
     columns = {
         "cls_weight": column_weight[..., 0],
         "sep_weight": _masked_max(column_weight, types["sep"]),
+        "punct_weight": _masked_sum(column_weight, types["punct"]),
+        "support_share": _support_share(block, n_real),
         **{f"cls_row_{name}": _masked_max(block[:, :, 0, :], mask) for name, mask in types.items()},
         "entropy": _entropy_of(block, n_real),
         "pretrained_cosine": _cosine_of(block, other, _norm_of(block), _norm_of(other)),

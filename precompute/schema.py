@@ -10,30 +10,62 @@ from dataclasses import dataclass
 
 import polars as pl
 
-SCHEMA_VERSION = 1  # written into every Parquet file and manifest.json
+SCHEMA_VERSION = 2  # written into every Parquet file and manifest.json; 2 added the kinds norm, effective_norm, efficient
 SCHEMA_VERSION_KEY = "effattn_schema_version"  # Parquet key-value metadata key
 
-KINDS = ("standard", "effective")  # attention kinds; new kinds add rows, never tables
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """Display facts of one attention kind; the dashboard reads labels and colour rules from here."""
+
+    name: str  # the `kind` column value
+    label: str  # short label for legends and panel titles
+    signed: bool  # entries can be negative: diverging colour scale centred at 0, else sequential from 0
+    source: str  # where the view comes from
+    project_defined: bool  # True: our definition, not the paper's (say so wherever it is shown)
+    description: str  # one sentence for captions
+
+
+# The attention kinds, in display order; new kinds add rows, never tables. effattn.kinds computes
+# each one from a captured layer (same names, same order; a test keeps the two in step).
+KIND_INFO: dict[str, KindInfo] = {info.name: info for info in (
+    KindInfo("standard", "standard A", False, "softmax attention", False,
+             "the attention probabilities the model computes"),
+    KindInfo("effective", "effective A_eff", True, "Brunner et al. 2020; Sun & Marasović 2021", False,
+             "A minus its projection on the left null space of V: the part that reaches the head output"),
+    KindInfo("norm", "norm-weighted", False, "Kobayashi et al. 2020", False,
+             "α_ij·‖f(x_j)‖ with f(x_j) = (x_j W_V + b_V) W_O, each row divided by its sum (share of the row's norm mass)"),
+    KindInfo("effective_norm", "effective norm-weighted", True, "project-defined, after Kobayashi et al. 2020", True,
+             "A_eff,ij·‖f(x_j)‖, divided by the same row sums as norm-weighted (norm = effective_norm + null part)"),
+    KindInfo("efficient", "efficient", False, "project-defined, after Naim & Asher 2024", True,
+             "the sparse distribution p ≥ 0, Σp = 1, pV = aV that keeps most of a's mass (an LP vertex)"),
+)}
+KINDS = tuple(KIND_INFO)  # the one shared list of kind names
 # Full maps (the explorer sample) are rounded to this many decimals: a heatmap cannot show
 # finer differences, and rounded maps compress ~4x better, which keeps the shipped data/ small.
 MAP_DECIMALS = 3
 PATTERNS = ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")
-STAGES = ("finetune", "evaluate", "extract", "analyse")
+STAGES = ("finetune", "evaluate", "extract", "attribute", "analyse")
 
 _KEY = {"task": pl.String, "example_id": pl.Int64, "layer": pl.Int16, "head": pl.Int16, "kind": pl.String}
 
 _F32_MEASURES = (
-    "cls_weight", "sep_weight",
+    "cls_weight", "sep_weight", "punct_weight", "support_share",
     "cls_row_noun", "cls_row_pron", "cls_row_verb", "cls_row_sep", "cls_row_cls", "cls_row_punct",
     "entropy", "null_norm", "pretrained_cosine",
 )
 HEAD_MEASURES = _F32_MEASURES  # the f32 measures summarised in head_summary
+# attention row vs gradient attribution row (stage attribute), summarised in attribution_summary
+ATTRIBUTION_MEASURES = ("jsd", "kendall_tau", "top1_agreement")
+INFLUENCE_MEASURES = ("own_share", "entropy")  # of layer_influence, summarised in influence_summary
 
 TABLES: dict[str, dict[str, pl.DataType]] = {
     "examples": {
         "task": pl.String, "example_id": pl.Int64,
         "label": pl.Float64, "prediction": pl.Float64, "prediction_effective": pl.Float64,
         "seq_len": pl.Int32, "n_segments": pl.Int8, "in_map_sample": pl.Boolean,
+        "in_efficient_sample": pl.Boolean,
         "text_a": pl.String, "text_b": pl.String,
         "tokens": pl.List(pl.String), "token_pos": pl.List(pl.String),
         "segment_ids": pl.List(pl.Int8),
@@ -65,6 +97,23 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
     "pattern_grid": {
         "task": pl.String, "layer": pl.Int16, "head": pl.Int16, "kind": pl.String,
         "dominant_pattern": pl.String, "dominant_share": pl.Float64,
+    },
+    "attribution": {**_KEY, **{name: pl.Float32 for name in ATTRIBUTION_MEASURES}},
+    "layer_influence": {
+        "task": pl.String, "example_id": pl.Int64, "layer": pl.Int16,
+        **{name: pl.Float32 for name in INFLUENCE_MEASURES}, "seq_len": pl.Int32,
+    },
+    "attribution_maps": {
+        "task": pl.String, "example_id": pl.Int64, "layer": pl.Int16, "head": pl.Int16,
+        "seq_len": pl.Int32, "weights": pl.List(pl.Float32),
+    },
+    "attribution_summary": {
+        "task": pl.String, "layer": pl.Int16, "head": pl.Int16, "kind": pl.String,
+        "measure": pl.String, "mean": pl.Float64, "std": pl.Float64, "n": pl.Int64,
+    },
+    "influence_summary": {
+        "task": pl.String, "layer": pl.Int16,
+        "measure": pl.String, "mean": pl.Float64, "std": pl.Float64, "n": pl.Int64,
     },
 }
 
@@ -108,5 +157,7 @@ STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "finetune": (),
     "evaluate": ("metrics",),
     "extract": ("examples", "head_measures", "maps"),
-    "analyse": ("head_summary", "task_summary", "pattern_shares", "pattern_grid"),
+    "attribute": ("attribution", "layer_influence", "attribution_maps"),
+    "analyse": ("head_summary", "task_summary", "pattern_shares", "pattern_grid",
+                "attribution_summary", "influence_summary"),
 }

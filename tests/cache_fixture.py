@@ -4,8 +4,12 @@ Everything goes through ``precompute.store.RunFolder.write_part`` (schema-valida
 so a schema change breaks these fixtures the same way it breaks real caches. The numbers are
 random but shaped like the real thing: standard maps are row-stochastic, effective maps are the
 standard maps minus their projection onto the left null space of a random value matrix (so they
-equal the standard maps when seq_len <= d_head), and the analysis tables are aggregated from the
-per-head rows exactly as stage 3 would.
+equal the standard maps when seq_len <= d_head), norm-weighted maps weight each key by a random
+positive value norm (small on [CLS], [SEP] and punctuation, as Kobayashi et al. found) divided by
+the row sums, effective norm-weighted ones weight A_eff the same way by the same row sums, and
+efficient maps keep the rank(V) + 1 largest entries of each standard row, renormalised (sparse,
+and equal to standard when n <= d_head), for the first EFFICIENT_EXAMPLES examples only. The
+analysis tables are aggregated from the per-head rows exactly as stage 3 would.
 
 Use ``write_run(root)``; torch-free (numpy + polars only).
 """
@@ -25,6 +29,8 @@ N_LAYERS, N_HEADS, D_HEAD = 6, 4, 8  # tiny model: 6 layers x 4 heads, d_head 8
 TASKS = ("rte", "sst2")  # one two-sentence task, one single-sentence task
 SEQ_LENS = (6, 12, 10, 7, 14, 9)  # examples 0..5; example 0 has n <= d_head (effective == standard)
 MAP_SAMPLE = (0, 1)  # examples whose full maps are stored
+EFFICIENT_EXAMPLES = 4  # efficient attention only for examples 0..3 (manifest config.efficient_examples)
+SPECIAL = ("[CLS]", "[SEP]", ".")  # keys with small value norms in the norm-weighted maps
 WORDS = ("the", "new", "drug", "works", "against", "bacteria", "it", "is", "good", ".", "a", "film")
 POS = {"the": "DET", "new": "ADJ", "drug": "NOUN", "works": "VERB", "against": "ADP", "bacteria": "NOUN",
        "it": "PRON", "is": "AUX", "good": "ADJ", ".": "PUNCT", "a": "DET", "film": "NOUN"}
@@ -46,8 +52,9 @@ def _tokens(task: str, n: int) -> tuple[list[str], list[str], list[int]]:
     return tokens, pos, segments
 
 
-def _maps(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """(attn, attn_eff, rank) of one head: attn (query, key) softmax rows; attn_eff its effective part."""
+def _maps(rng: np.random.Generator, tokens: list[str]) -> tuple[dict[str, np.ndarray], int]:
+    """({kind: (query, key) map} of one head for every kind, rank of V); the caller keeps efficient for its sample."""
+    n = len(tokens)
     logits = rng.normal(size=(n, n)) * 2
     logits[:, 0] += 2  # some weight on [CLS] like real heads
     attn = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -56,7 +63,14 @@ def _maps(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, int
     rank = int((s > 1e-8).sum())
     null_basis = u[:, rank:]  # (key, nullity): left null space of values
     attn_eff = attn - attn @ null_basis @ null_basis.T
-    return attn, attn_eff, rank
+    norms = np.where(np.isin(tokens, SPECIAL), 0.2, rng.uniform(0.8, 1.5, size=n))  # ‖f(x_j)‖ per key
+    row_mass = (attn * norms).sum(axis=1, keepdims=True)  # the norm-weighted standard row sums
+    keep = np.argsort(-attn, axis=1)[:, :rank + 1]  # (query, rank + 1): the largest entries per row
+    efficient = np.zeros_like(attn)
+    np.put_along_axis(efficient, keep, np.take_along_axis(attn, keep, axis=1), axis=1)
+    efficient /= efficient.sum(axis=1, keepdims=True)
+    return {"standard": attn, "effective": attn_eff, "norm": attn * norms / row_mass,
+            "effective_norm": attn_eff * norms / row_mass, "efficient": efficient}, rank
 
 
 def _examples(task: str) -> pl.DataFrame:
@@ -68,6 +82,7 @@ def _examples(task: str) -> pl.DataFrame:
             "task": task, "example_id": example_id, "label": float(example_id % 2),
             "prediction": float(example_id % 2), "prediction_effective": float((example_id // 2) % 2),
             "seq_len": n, "n_segments": 1 if task == "sst2" else 2, "in_map_sample": sampled,
+            "in_efficient_sample": example_id < EFFICIENT_EXAMPLES,
             "text_a": " ".join(t for t, s in zip(tokens[1:], segments[1:]) if s == 0 and t != "[SEP]") if sampled else None,
             "text_b": (" ".join(t for t, s in zip(tokens, segments) if s == 1 and t != "[SEP]") or None) if sampled else None,
             "tokens": tokens if sampled else None, "token_pos": pos if sampled else None,
@@ -79,27 +94,34 @@ def _examples(task: str) -> pl.DataFrame:
 def _measures_and_maps(task: str, rng: np.random.Generator, classified: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
     measure_rows, map_rows = [], []
     for example_id, n in enumerate(SEQ_LENS):
+        tokens = _tokens(task, n)[0]
+        punct = np.array([token == "." for token in tokens])
         for layer in range(N_LAYERS):
             for head in range(N_HEADS):
-                attn, attn_eff, rank = _maps(rng, n)
-                null_norm = float(np.linalg.norm(attn - attn_eff))
-                for kind, weights in zip(KINDS, (attn, attn_eff)):
+                by_kind, rank = _maps(rng, tokens)
+                null_norm = float(np.linalg.norm(by_kind["standard"] - by_kind["effective"]))
+                for kind in KINDS:
+                    if kind == "efficient" and example_id >= EFFICIENT_EXAMPLES:
+                        continue  # efficient attention is computed on a sample only
+                    weights = by_kind[kind]
                     row = {"task": task, "example_id": example_id, "layer": layer, "head": head, "kind": kind,
                            "seq_len": n, "rank": rank, "nullity": n - rank,
                            "cls_weight": float(weights[:, 0].mean()), "sep_weight": float(weights[:, -1].mean()),
+                           "punct_weight": float(weights[:, punct].sum(axis=1).mean()) if punct.any() else None,
+                           "support_share": float((weights != 0).mean()),
                            "null_norm": null_norm,
                            "pretrained_cosine": float(1 - 0.05 * layer * rng.random() - (0.1 if kind == "effective" else 0)),
                            "entropy": float(rng.random() * 2)}
                     for name in ("noun", "pron", "verb", "sep", "cls", "punct"):
                         row[f"cls_row_{name}"] = None if (name == "pron" and example_id % 3 == 0) else float(weights[0, :].max() * rng.random())
                     if classified:
-                        row["pattern"] = PATTERNS[(layer + head + example_id + (kind == "effective")) % len(PATTERNS)]
+                        row["pattern"] = PATTERNS[(layer + head + example_id + KINDS.index(kind)) % len(PATTERNS)]
                         row["pattern_score"] = float(rng.random())
                     measure_rows.append(row)
                     if example_id in MAP_SAMPLE:
                         map_rows.append({"task": task, "example_id": example_id, "layer": layer, "head": head,
                                          "kind": kind, "seq_len": n, "weights": weights.astype(np.float32).ravel().tolist()})
-    return pl.DataFrame(measure_rows), pl.DataFrame(map_rows)
+    return pl.DataFrame(measure_rows, infer_schema_length=None), pl.DataFrame(map_rows)
 
 
 def _head_summary(measures: pl.DataFrame) -> pl.DataFrame:
@@ -166,7 +188,7 @@ def write_run(root: str | Path, *, classified: bool = True, seed: int = 0) -> Pa
         "row_counts": {task: {"train": 100, "dev": len(SEQ_LENS), "eval": len(SEQ_LENS), "map_examples": len(MAP_SAMPLE)} for task in TASKS},
         "versions": {"python": "3.11", "torch": "none"},
         "metrics": {task: {"standard": {"accuracy": 0.8}, "effective": {"accuracy": 0.7}} for task in TASKS},
-        "config": {"max_length": 128, "epochs": 3},
+        "config": {"max_length": 128, "epochs": 3, "efficient_examples": EFFICIENT_EXAMPLES},
     })
     return Path(root)
 

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from precompute import CacheError, analyse
-from precompute.schema import HEAD_MEASURES, PATTERNS
+from precompute.schema import ATTRIBUTION_MEASURES, HEAD_MEASURES, INFLUENCE_MEASURES, PATTERNS
 from precompute.store import RunFolder, Shard
 
 N_EXAMPLES, N_LAYERS, N_HEADS, D_HEAD = 24, 2, 3, 16
@@ -31,12 +31,25 @@ def _examples(example_ids: np.ndarray, rng: np.random.Generator) -> pl.DataFrame
     return pl.DataFrame({
         "task": "rte", "example_id": example_ids, "label": 0.0,
         "prediction": rng.integers(0, 2, n).astype(float), "prediction_effective": rng.integers(0, 2, n).astype(float),
-        "seq_len": rng.integers(5, 40, n), "n_segments": 2, "in_map_sample": False,
+        "seq_len": rng.integers(5, 40, n), "n_segments": 2, "in_map_sample": False, "in_efficient_sample": False,
         "text_a": None, "text_b": None, "tokens": None, "token_pos": None, "segment_ids": None,
     })
 
 
-def _run(tmp_path, *, patterns: bool) -> RunFolder:
+def _attribution(example_ids: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+    keys = _head_measures(example_ids, rng, False).select("task", "example_id", "layer", "head", "kind")
+    columns = {name: rng.random(len(keys)) for name in ATTRIBUTION_MEASURES}
+    columns["kendall_tau"] = np.where(rng.random(len(keys)) < 0.2, np.nan, columns["kendall_tau"])  # undefined
+    return keys.with_columns(**columns).fill_nan(None)
+
+
+def _layer_influence(example_ids: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+    keys = pl.DataFrame({"example_id": example_ids}).join(pl.DataFrame({"layer": range(N_LAYERS)}), how="cross")
+    return keys.with_columns(task=pl.lit("rte"), seq_len=20,
+                             **{name: rng.random(len(keys)) for name in INFLUENCE_MEASURES})
+
+
+def _run(tmp_path, *, patterns: bool, attribution: bool = False) -> RunFolder:
     """A run folder whose caches come from two shards, two chunks each."""
     rng = np.random.default_rng(0)
     run = RunFolder(tmp_path)
@@ -45,6 +58,9 @@ def _run(tmp_path, *, patterns: bool) -> RunFolder:
         shard, chunk = Shard(part // 2, 2), part % 2
         run.write_part("head_measures", "rte", _head_measures(ids, rng, patterns), shard=shard, chunk=chunk)
         run.write_part("examples", "rte", _examples(ids, rng), shard=shard, chunk=chunk)
+        if attribution:
+            run.write_part("attribution", "rte", _attribution(ids, rng), shard=shard, chunk=chunk)
+            run.write_part("layer_influence", "rte", _layer_influence(ids, rng), shard=shard, chunk=chunk)
     analyse.run_analyse(run, ["rte"])
     return run
 
@@ -111,6 +127,36 @@ def test_pattern_grid_names_the_most_frequent_class(run):
 def test_pattern_tables_are_skipped_until_patterns_are_classified(tmp_path):
     run = _run(tmp_path, patterns=False)
     assert run.part_files("pattern_shares") == [] and run.part_files("head_summary")
+
+
+def test_attribution_summary_equals_a_direct_groupby(tmp_path):
+    run = _run(tmp_path, patterns=False, attribution=True)
+    rows = run.scan("attribution").collect()
+    summary = run.scan("attribution_summary").collect()
+    assert len(summary) == N_LAYERS * N_HEADS * len(KINDS) * len(ATTRIBUTION_MEASURES)
+    for row in summary.sample(15, seed=0).iter_rows(named=True):
+        values = rows.filter(
+            (pl.col("layer") == row["layer"]) & (pl.col("head") == row["head"]) & (pl.col("kind") == row["kind"])
+        )[row["measure"]].drop_nulls().to_numpy().astype(np.float64)
+        assert row["n"] == len(values)
+        assert row["mean"] == pytest.approx(values.mean()) and row["std"] == pytest.approx(values.std(ddof=1))
+    assert (summary.filter(pl.col("measure") == "kendall_tau")["n"] < N_EXAMPLES).any()
+
+
+def test_influence_summary_equals_a_direct_groupby(tmp_path):
+    run = _run(tmp_path, patterns=False, attribution=True)
+    influence = run.scan("layer_influence").collect()
+    summary = run.scan("influence_summary").collect()
+    assert len(summary) == N_LAYERS * len(INFLUENCE_MEASURES)
+    for row in summary.iter_rows(named=True):
+        values = influence.filter(pl.col("layer") == row["layer"])[row["measure"]].to_numpy().astype(np.float64)
+        assert row["n"] == N_EXAMPLES and row["mean"] == pytest.approx(values.mean())
+        assert row["std"] == pytest.approx(values.std(ddof=1))
+
+
+def test_attribution_summaries_are_skipped_without_the_attribute_stage(run):
+    assert run.part_files("attribution_summary") == [] and run.part_files("influence_summary") == []
+    assert run.part_files("head_summary")
 
 
 def test_missing_extract_output_names_the_stage_to_run(tmp_path):

@@ -7,7 +7,9 @@ import polars as pl
 import pytest
 
 from cache_fixture import D_HEAD, N_HEADS, N_LAYERS, PAGES, chart_configs, figures, open_page, problems
+from dashboard.kinds import difference, label
 from dashboard.pattern_views import clicked_cell
+from precompute.schema import KINDS
 from precompute.store import RunFolder
 
 
@@ -38,7 +40,7 @@ def test_overview_shows_manifest_findings_and_headline_metrics():
     assert "Effective attention shows fewer vertical patterns" in findings["claim"].tolist()
     assert any("2.10" in ours for ours in findings["ours"])  # 21 s / 10 s in the fixture metrics
     bars = figures(at)[0]["data"]
-    assert [trace["name"] for trace in bars] == ["standard", "effective"]
+    assert [trace["name"] for trace in bars] == [label("standard"), label("effective")]  # the kinds evaluated
     assert bars[0]["y"] == [0.8, 0.8] and bars[1]["y"] == [0.7, 0.7]  # accuracy, the headline of RTE and SST-2
 
 
@@ -56,7 +58,7 @@ def test_patterns_grid_has_one_square_per_selected_head_and_kind():
     at = open_page("patterns", query={"layer": ["1", "2"], "head": ["0", "3"]})
     grid = figures(at)[2]
     cells = {(t["customdata"][i][0], y, x) for t in grid["data"] for i, (x, y) in enumerate(zip(t["x"], t["y"]))}
-    assert len(cells) == 2 * 2 * 2
+    assert len(cells) == 2 * 2 * len(KINDS)
     assert {layer for _, layer, _ in cells} == {1, 2} and {head for _, _, head in cells} == {0, 3}
 
 
@@ -94,7 +96,7 @@ def test_patterns_say_not_classified_yet_when_pattern_columns_are_null():
 def test_token_types_show_the_final_layer_by_default_with_head_summary_values(fixture_caches):
     at = open_page("token_types")
     heatmaps = figures(at)[0]["data"]
-    assert [t["name"] for t in heatmaps] == ["RTE · standard", "RTE · effective", "SST-2 · standard", "SST-2 · effective"]
+    assert [t["name"] for t in heatmaps] == [f"{task} · {label(kind)}" for task in ("RTE", "SST-2") for kind in KINDS]
     summary = RunFolder(fixture_caches / "minilm").scan("head_summary").filter(
         (pl.col("task") == "rte") & (pl.col("kind") == "standard") & (pl.col("layer") == N_LAYERS - 1)
         & (pl.col("measure") == "cls_row_sep")).sort("head").collect()
@@ -105,31 +107,31 @@ def test_token_types_show_the_final_layer_by_default_with_head_summary_values(fi
 def test_token_types_can_average_over_tasks_at_another_layer():
     at = open_page("token_types", query={"tt_view": "averaged over tasks", "tt_layer": "2"})
     heatmaps = figures(at)[0]["data"]
-    assert [t["name"] for t in heatmaps] == ["all selected · standard", "all selected · effective"]
+    assert [t["name"] for t in heatmaps] == [f"all selected · {label(kind)}" for kind in KINDS]
     assert "layer2" in at.download_button[0].proto.label
 
 
 def test_special_tokens_difference_is_effective_minus_standard():
-    at = open_page("special_tokens")
+    at = open_page("special_tokens", query={"kind": ["standard", "effective"]})
     cls_panels = figures(at)[0]["data"]
-    assert [t["name"] for t in cls_panels] == ["standard", "effective", "effective − standard"]
-    standard, effective, difference = (np.array(t["z"], dtype=float) for t in cls_panels)
-    np.testing.assert_allclose(difference, effective - standard, atol=1e-12)
+    assert [t["name"] for t in cls_panels] == [label("standard"), label("effective"), difference("effective")]
+    standard, effective, diff = (np.array(t["z"], dtype=float) for t in cls_panels)
+    np.testing.assert_allclose(diff, effective - standard, atol=1e-12)
     assert cls_panels[2]["zmid"] == 0 and cls_panels[2]["zmin"] == -cls_panels[2]["zmax"]
 
 
 def test_finetuning_lines_carry_the_spread_across_examples():
     at = open_page("finetuning")
     lines = figures(at)[0]["data"]
-    assert len(lines) == 2 * 2  # tasks x kinds
+    assert len(lines) == 2 * len(KINDS)  # tasks x kinds
     assert all(len(line["error_y"]["array"]) == N_LAYERS for line in lines)
     spread = open_page("finetuning", query={"ft_stat": "IQR", "ft_task": "sst2"})
-    assert [t["name"] for t in figures(spread)[1]["data"]] == ["standard · IQR", "effective · IQR"]
+    assert [t["name"] for t in figures(spread)[1]["data"]] == [f"{label(kind)} · IQR" for kind in KINDS]
 
 
 def test_explorer_null_component_is_standard_minus_effective_on_a_diverging_scale():
     at = open_page("explorer", query={"ex_example": "1", "ex_layer": "2", "ex_head": "1"})
-    standard, effective, null = figures(at)[0]["data"]
+    standard, effective, null = figures(at)[0]["data"][:3]
     np.testing.assert_allclose(np.array(null["z"]), np.array(standard["z"]) - np.array(effective["z"]), atol=1e-6)
     assert standard.get("zmid") is None and effective["zmid"] == 0 and null["zmid"] == 0
     assert len(set(standard["x"])) == len(standard["x"]) == 12  # unique labels, both sentences

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cache_fixture import APP, figures, open_page, problems
+from dashboard.kinds import label
 
 
 pytestmark = pytest.mark.usefixtures("fixture_caches_env")
@@ -21,7 +22,7 @@ def test_url_parameters_select_run_tasks_layers_heads_and_kinds():
                                             "sp_task": "sst2"})
     assert problems(at) == []
     (panel,) = figures(at)[0]["data"]
-    assert panel["name"] == "effective" and panel["y"] == [1, 4] and panel["x"] == [2]
+    assert panel["name"] == label("effective") and panel["y"] == [1, 4] and panel["x"] == [2]
 
 
 def test_sidebar_selection_survives_a_page_switch():
@@ -32,7 +33,7 @@ def test_sidebar_selection_survives_a_page_switch():
     assert at.multiselect(key="task").value == ["sst2"]
     assert at.dataframe[0].value["task"].tolist() == ["SST-2"]
     at.switch_page("dashboard/pages/finetuning.py").run()
-    assert {line["name"] for line in figures(at)[0]["data"]} == {"SST-2 · effective"}
+    assert {line["name"] for line in figures(at)[0]["data"]} == {f"SST-2 · {label('effective')}"}
 
 
 def test_sidebar_widgets_are_bound_to_the_url():

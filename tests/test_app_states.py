@@ -126,7 +126,7 @@ def test_runs_over_http_are_read_like_local_ones(served_runs, monkeypatch):
     monkeypatch.setenv("EFFATTN_DATA", served_runs)
     at = open_page("explorer", query={"ex_example": "1"})
     assert problems(at) == []
-    standard, effective, null = figures(at)[0]["data"]
+    standard = figures(at)[0]["data"][0]
     assert len(standard["x"]) == 12
 
 

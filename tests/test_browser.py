@@ -153,14 +153,21 @@ def test_url_reproduces_the_view_in_chromium(server, browser):
 
 
 def test_sidebar_selection_survives_a_page_switch_in_chromium(server, browser):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{server}/?task=sst2&kind=effective")
     _wait_for_page(browser, "Effective vs standard attention")
-    link = next(a for a in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')
-                if "Special tokens" in a.text)
-    link.click()
+
+    def click_link(d) -> bool:
+        link = next(a for a in d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')
+                    if "Special tokens" in a.text)
+        link.click()
+        return True
+
+    # the sidebar may re-render between finding the link and clicking it: find it again then
+    WebDriverWait(browser, WAIT_SECONDS, ignored_exceptions=(StaleElementReferenceException,)).until(click_link)
     _wait_for_page(browser, "Attention to [CLS] and [SEP]")
     WebDriverWait(browser, WAIT_SECONDS).until(lambda d: "special_tokens" in d.current_url)
     assert "task=sst2" in browser.current_url and "kind=effective" in browser.current_url

@@ -10,11 +10,13 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, BertForSequenceCl
 
 from precompute import extract
 from precompute.config import RunConfig
-from precompute.schema import PATTERNS
+from precompute.schema import KINDS, PATTERNS
 from precompute.store import RunFolder, Shard
 
 N_LAYERS, N_HEADS = 2, 4
 N_EVAL, N_ANALYSED, N_MAPS, CHUNK = 14, 11, 3, 4  # 11 analysed examples -> chunks of 4, 4, 3
+N_EFFICIENT = 5  # analysed examples that also get the sampled kinds (efficient)
+N_FULL_KINDS = len(KINDS) - len(extract.SAMPLED_KINDS)
 TABLES = ("examples", "head_measures", "maps")
 
 
@@ -46,6 +48,7 @@ def eval_frame() -> pl.DataFrame:
 
 def _config(out: Path, **options) -> RunConfig:
     return RunConfig(tasks=("rte",), out=out, analysis_examples=N_ANALYSED, map_examples=N_MAPS,
+                     efficient_examples=N_EFFICIENT,
                      eval_batch_size=3, device="cpu", **options)
 
 
@@ -63,7 +66,8 @@ def complete_run(tmp_path_factory, checkpoint, base_model, eval_frame) -> RunFol
 
 def test_one_row_per_example_layer_head_kind(complete_run):
     measures = complete_run.scan("head_measures").collect()
-    assert len(measures) == N_ANALYSED * N_LAYERS * N_HEADS * 2
+    assert len(measures) == (N_ANALYSED * N_FULL_KINDS + N_EFFICIENT) * N_LAYERS * N_HEADS
+    assert set(measures["kind"]) == set(KINDS)
     assert measures.select("example_id", "layer", "head", "kind").n_unique() == len(measures)
     assert measures["pattern"].is_in(PATTERNS).all() and measures["pattern_score"].is_between(0, 1).all()
     assert complete_run.scan("examples").collect()["example_id"].n_unique() == N_ANALYSED
@@ -75,8 +79,26 @@ def test_maps_and_text_only_for_the_map_sample(complete_run):
     assert len(sample) == N_MAPS and sample["text_a"].null_count() == 0
     assert examples.filter(~pl.col("in_map_sample"))["text_a"].null_count() == N_ANALYSED - N_MAPS
     maps = complete_run.scan("maps").collect()
-    assert len(maps) == N_MAPS * N_LAYERS * N_HEADS * 2
+    assert len(maps) == N_MAPS * N_LAYERS * N_HEADS * len(KINDS)
     assert (maps["weights"].list.len() == maps["seq_len"] ** 2).all()
+
+
+def test_sampled_kinds_only_for_the_efficient_sample(complete_run):
+    examples = complete_run.scan("examples").collect()
+    sample = set(examples.filter("in_efficient_sample")["example_id"])
+    assert len(sample) == N_EFFICIENT and set(examples.filter("in_map_sample")["example_id"]) <= sample
+    efficient = complete_run.scan("head_measures").filter(pl.col("kind") == "efficient").collect()
+    assert set(efficient["example_id"]) == sample
+    assert (efficient["support_share"] <= (efficient["rank"] + 1) / efficient["seq_len"] + 1e-6).all()
+
+
+def test_norm_rows_are_distributions_and_standard_support_is_full(complete_run):
+    measures = complete_run.scan("head_measures").collect()
+    assert (measures.filter(pl.col("kind") == "standard")["support_share"] == 1).all()
+    maps = complete_run.scan("maps").filter(pl.col("kind") == "norm").collect()
+    for n, weights in maps.select("seq_len", "weights").iter_rows():
+        rows = np.asarray(weights).reshape(n, n)
+        assert np.allclose(rows.sum(-1), 1, atol=n * 1e-3) and (rows >= 0).all()
 
 
 def test_shards_split_the_sample_without_overlap(eval_frame):

@@ -111,6 +111,28 @@ def test_cls_row_weight_is_nan_when_the_type_is_absent(batch):
     assert np.isnan(_map_measure("cls_row_verb", attn, real, types=types)).all()
 
 
+def test_punct_weight_sums_the_punctuation_columns_averaged_over_real_queries(batch):
+    attn, _, real = batch
+    pos_tags = [["[CLS]", "NOUN", "PUNCT", "VERB", "PUNCT", "NOUN", "[SEP]"],
+                ["[CLS]", "PRON", "VERB", "NOUN", "[SEP]"],
+                ["[CLS]", "NOUN", "VERB", "", "DET", "NOUN", "PUNCT", "NOUN", "[SEP]"]]
+    got = _map_measure("punct_weight", attn, real, types=measures.token_type_masks(pos_tags, N_KEY))
+    for row, tags in enumerate(pos_tags):
+        punct = [key for key, tag in enumerate(tags) if tag == "PUNCT"]
+        for head in range(N_HEAD):
+            want = _real(attn, row, head).mean(axis=0)[punct].sum() if punct else np.nan
+            np.testing.assert_allclose(got[row, head], want, rtol=1e-5)
+
+
+def test_support_share_counts_exact_nonzeros_of_real_rows(batch):
+    attn, _, real = batch
+    sparse = attn.copy()
+    sparse[0, 0, :7, 3:] = 0  # example 0 (n = 7), head 0: every row keeps 3 of 7 keys
+    got = _map_measure("support_share", sparse, real)
+    assert got[0, 0] == pytest.approx(3 / 7)
+    assert np.allclose(np.delete(got.ravel(), 0), 1.0)  # softmax rows have full support
+
+
 def test_token_type_masks_mark_specials_and_ignore_continuations():
     masks = measures.token_type_masks([["[CLS]", "VERB", "", "PUNCT", "[SEP]"]], 6)
     assert masks["cls"][0].tolist() == [True, False, False, False, False, False]

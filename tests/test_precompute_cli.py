@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from precompute.cli import main
-from precompute.schema import KINDS
+from precompute.schema import SCHEMA_VERSION
 
 
 def _one_error_line(capsys) -> str:
@@ -37,12 +37,17 @@ def test_out_of_date_cache_schema_is_one_line_and_exit_2(capsys, tmp_path, glue_
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 0}))
     argv = ["--tasks", "rte", "--glue-dir", str(glue_dir), "--model", str(tiny_bert_dir), "--out", str(tmp_path)]
     assert main(argv) == 2
-    assert "has schema version 0, this effattn reads 1: re-run" in _one_error_line(capsys)
+    assert f"has schema version 0, this effattn reads {SCHEMA_VERSION}: re-run" in _one_error_line(capsys)
 
 
 def test_bad_option_values_are_one_line(capsys, tmp_path):
     assert main(["--tasks", "rte", "--carve-train-from-dev", "1.5", "--out", str(tmp_path)]) == 2
     assert "between 0 and 1" in _one_error_line(capsys)
+
+
+def test_negative_attribution_examples_are_one_line(capsys, tmp_path):
+    assert main(["--tasks", "rte", "--attribution-examples", "-1", "--out", str(tmp_path)]) == 2
+    assert _one_error_line(capsys) == "error: --attribution-examples must be 0 or more, got -1: pass e.g. 50"
 
 
 def test_help_explains_the_carve_option():
@@ -55,25 +60,39 @@ def tiny_run(tmp_path_factory, glue_dir, tiny_bert_dir):
     out = tmp_path_factory.mktemp("run")
     argv = ["--tasks", "rte", "--glue-dir", str(glue_dir), "--model", str(tiny_bert_dir), "--out", str(out),
             "--max-train-examples", "8", "--max-eval-examples", "6", "--epochs", "1", "--max-seq-len", "32",
-            "--analysis-examples", "4", "--map-examples", "2", "--device", "cpu", "--threads", "1"]
+            "--analysis-examples", "4", "--map-examples", "2", "--attribution-examples", "2",
+            "--device", "cpu", "--threads", "1"]
     assert main(argv) == 0
     return out, argv
 
 
-def test_tiny_run_writes_metrics_for_both_kinds(tiny_run):
+def test_tiny_run_writes_metrics_for_both_evaluated_kinds(tiny_run):
     out, _ = tiny_run
     metrics = pl.read_parquet(out / "metrics" / "**" / "*.parquet")
-    assert set(metrics["kind"]) == set(KINDS)
+    assert set(metrics["kind"]) == {"standard", "effective"}  # the two that change the forward pass
     assert set(metrics["metric"]) == {"accuracy", "eval_seconds", "examples_per_second"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metrics"]["rte"]["standard"]["accuracy"] == manifest["metrics"]["rte"]["effective"]["accuracy"]
-    assert manifest["row_counts"]["rte"] == {"train": 8, "train_available": 32, "dev": 24, "eval": 6, "map_examples": 2}
+    assert manifest["row_counts"]["rte"] == {"train": 8, "train_available": 32, "dev": 24, "eval": 6, "map_examples": 2,
+                                              "efficient_examples": 4, "attribution_examples": 2}
 
 
 def test_tiny_run_writes_every_stage(tiny_run):
     out, _ = tiny_run
-    for table in ("examples", "head_measures", "maps", "head_summary", "task_summary"):
+    for table in ("examples", "head_measures", "maps", "attribution", "layer_influence", "attribution_maps",
+                  "head_summary", "task_summary", "attribution_summary", "influence_summary"):
         assert list((out / table).glob("task=rte/*.parquet")), table
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["stage_seconds"]["rte"]) == {"finetune", "evaluate", "extract", "attribute", "analyse"}
+
+
+def test_tiny_run_attributes_the_first_analysed_examples(tiny_run):
+    out, _ = tiny_run
+    attribution = pl.read_parquet(out / "attribution" / "**" / "*.parquet")
+    assert attribution["example_id"].n_unique() == 2
+    summary = pl.read_parquet(out / "attribution_summary" / "**" / "*.parquet")
+    assert set(summary["measure"]) == {"jsd", "kendall_tau", "top1_agreement"}
+    assert (summary["n"] == 2).all()  # every kind of both examples: they are in the efficient sample
 
 
 def test_rerun_is_a_no_op(tiny_run):

@@ -14,7 +14,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
 
 from dashboard import data, paper  # noqa: E402
-from dashboard.findings import eval_times, final_cls_row, findings, read_head_summary  # noqa: E402
+from dashboard.findings import (NORM_MEASURES, eval_times, final_cls_row, findings, layer_head_means,  # noqa: E402
+                                read_head_summary)
 
 
 def markdown(frame: pl.DataFrame) -> str:
@@ -26,7 +27,9 @@ def markdown(frame: pl.DataFrame) -> str:
 def per_task(run: data.Run, tasks: tuple[str, ...]) -> pl.DataFrame:
     # the Findings' own reads and filters: these per-task numbers come from the rows the Findings average
     shares = data.read(run, "pattern_shares", tasks=tasks)
-    cls_row = final_cls_row(run, read_head_summary(run, tasks))
+    head_summary = read_head_summary(run, tasks)
+    cls_row = final_cls_row(run, head_summary)
+    means = layer_head_means(head_summary, (*NORM_MEASURES, "support_share"))
     summary = data.read(run, "task_summary", tasks=tasks)
     ratios = dict(eval_times(data.read(run, "metrics", tasks=tasks), tasks).select("task", "ratio").iter_rows())
     rows = []
@@ -38,6 +41,10 @@ def per_task(run: data.Run, tasks: tuple[str, ...]) -> pl.DataFrame:
         def cls(kind, measure):
             value = cls_row.filter(task=task, kind=kind, measure=measure)["mean"].mean()
             return f"{value:.3f}" if value is not None else "–"
+
+        def mean(kind, measure, column="mean", digits=3):
+            value = means.filter(task=task, kind=kind, measure=measure)[column]
+            return f"{value[0]:.{digits}f}" if len(value) and value[0] is not None else "–"
 
         task_row = summary.filter(pl.col("task") == task)
         rows.append({
@@ -51,6 +58,11 @@ def per_task(run: data.Run, tasks: tuple[str, ...]) -> pl.DataFrame:
             "[CLS]→[SEP] std→eff": f"{cls('standard', 'cls_row_sep')}→{cls('effective', 'cls_row_sep')}",
             "[CLS]→punct std→eff": f"{cls('standard', 'cls_row_punct')}→{cls('effective', 'cls_row_punct')}",
             "[CLS]→[CLS] std→eff": f"{cls('standard', 'cls_row_cls')}→{cls('effective', 'cls_row_cls')}",
+            **{f"{token} std→norm": f"{mean('standard', measure)}→{mean('norm', measure)}"
+               for measure, token in NORM_MEASURES.items()},
+            "efficient n": mean("efficient", "support_share", "n", 0),
+            "support std→efficient": f"{mean('standard', 'support_share')}→{mean('efficient', 'support_share')}",
+            "vertical std→efficient": f"{share('standard', 'vertical')}→{share('efficient', 'vertical')}",
             "eval time eff/std": f"{ratios[task]:.2f}×" if ratios[task] is not None else "–",
             "n ≤ d_head": f"{task_row['share_le_d_head'][0]:.0%}" if len(task_row) else "–",
             "mean n": f"{task_row['mean_seq_len'][0]:.0f}" if len(task_row) else "–",

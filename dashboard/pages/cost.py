@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data, paper, sidebar
+from dashboard import charts, data, kinds, paper, sidebar
 from dashboard.findings import eval_times
 
 selection = sidebar.page(
@@ -51,7 +51,7 @@ ratios = pl.concat([
     table.select("task", pl.col("ours ratio").alias("ratio"), pl.lit("ours").alias("source")),
     table.select("task", pl.col("paper ratio").alias("ratio"), pl.lit("paper").alias("source")),
 ]).drop_nulls("ratio")
-fig = charts.bars(ratios, x="task", y="ratio", color="source", colors={"ours": "#1f5fbf", "paper": "#999999"},
+fig = charts.bars(ratios, x="task", y="ratio", color="source", colors=charts.SOURCE_COLORS,
                   y_title="effective time / standard time", hover_format=".2f")
 fig.add_hline(y=2.0, line_dash="dot", line_color="#555", annotation_text="2×")
 charts.show(fig, ratios, "cost_ratio")
@@ -61,7 +61,7 @@ seconds = pl.concat([
                  pl.col(f"{kind}_eval_seconds").alias("seconds"), pl.lit(kind).alias("kind"))
     for kind in ("standard", "effective")
 ]).drop_nulls("seconds")
-fig = charts.bars(seconds, x="task", y="seconds", color="kind", colors=charts.KIND_COLORS,
+fig = charts.bars(seconds, x="task", y="seconds", color="kind", colors=charts.KIND_COLORS, names=kinds.LABELS,
                   y_title="our evaluation time (s)", hover_format=".1f")
 charts.show(fig, seconds, "cost_seconds")
 st.caption(f"Paper: {paper.PAPER_MODEL}, one GTX 1070, full dev sets. Ours: {run.manifest.get('model', '?')} on "

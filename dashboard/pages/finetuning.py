@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data, paper, sidebar
+from dashboard import charts, data, kinds, paper, sidebar
 from dashboard.charts import KIND_COLORS, Panel
 
 selection = sidebar.page(
@@ -36,15 +36,16 @@ for i, task in enumerate(selection.tasks):
             continue
         fig.add_trace(go.Scatter(
             x=part["layer"].to_list(), y=part["mean"].to_list(), mode="lines+markers",
-            name=f"{paper.task_label(task)} · {kind}", line={"color": KIND_COLORS.get(kind), "dash": dashes[i % 5]},
+            name=f"{paper.task_label(task)} · {kinds.label(kind)}", line={"color": KIND_COLORS.get(kind), "dash": dashes[i % 5]},
             error_y={"type": "data", "array": part["std"].to_list(), "thickness": 1},
             customdata=part.select("q25", "q75", "std").rows(),
             hovertemplate="layer %{x}: %{y:.3f}<br>sd %{customdata[2]:.3f}, IQR %{customdata[0]:.3f}–%{customdata[1]:.3f}"
-                          f"<extra>{paper.task_label(task)} · {kind}</extra>"))
+                          f"<extra>{paper.task_label(task)} · {kinds.label(kind)}</extra>"))
 fig.update_layout(height=400, xaxis_title="layer", yaxis_title="cosine similarity to pretrained",
                   xaxis={"tickvals": list(selection.layers)}, margin={"l": 10, "r": 10, "t": 30, "b": 10})
 charts.show(fig, per_layer, "finetuning_per_layer")
-st.caption("Error bars: standard deviation across examples, averaged over the layer's heads.")
+st.caption("Error bars: standard deviation across examples, averaged over the layer's heads. Colour = kind, "
+           "dash = task.")
 
 st.subheader("Per head")
 task = st.pills("Task", [*selection.tasks, "all"], default=selection.tasks[0], required=True, key="ft_task",
@@ -58,6 +59,9 @@ panels = []
 for kind in selection.kinds:
     cells = part.filter(pl.col("kind") == kind)
     layers, heads, z = charts.matrix(cells, statistic, row_values=selection.layers, col_values=selection.heads)
-    panels.append(Panel(f"{kind} · {statistic}", z, heads, layers, hover={"x": "head", "y": "layer", "z": statistic}))
+    # a cosine, not an attention weight: kind=None puts every kind on the same sequential rule
+    panels.append(Panel(f"{kinds.label(kind)} · {statistic}", z, heads, layers,
+                        hover={"x": "head", "y": "layer", "z": statistic}))
 charts.show(charts.heatmaps(panels, height=140 + 24 * len(selection.layers)),
             part.with_columns(pl.lit(task).alias("task")), f"finetuning_heads_{task}")
+kinds.show_notes(run, selection.kinds)

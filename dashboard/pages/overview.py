@@ -1,11 +1,11 @@
-"""Overview: what was run, dev metrics with standard vs effective attention, the findings."""
+"""Overview: what was run, dev metrics per attention kind, the findings."""
 
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data, paper, sidebar
+from dashboard import charts, data, kinds, paper, sidebar
 from dashboard.charts import KIND_COLORS
-from dashboard.findings import TIME_METRICS, findings
+from dashboard.findings import LOSES_WEIGHT, TIME_METRICS, findings
 from precompute.schema import KINDS, TASKS
 
 VERDICT_ICONS = {"holds": "✓ holds", "does not hold": "✗ does not hold", "not computed yet": "… not computed yet"}
@@ -27,30 +27,36 @@ cols[4].metric("Device", str(manifest.get("device", "?")))
 sidebar.require(selection, "tasks")
 tasks = selection.tasks
 
-st.subheader("Findings: the paper's claims on this run")
+st.subheader("Findings: the papers' claims on this run")
 with st.spinner("Reading analysis tables…"):
     table = findings(run, tasks)
 st.table(table.with_columns(pl.col("verdict").replace(VERDICT_ICONS)))
-st.caption(f"Paper: {paper.PAPER_MODEL}. Ours: {manifest.get('model', '?')}, tasks {', '.join(map(paper.task_label, tasks))}.")
+st.caption(f"Paper: {paper.PAPER_MODEL}. Ours: {manifest.get('model', '?')}, tasks {', '.join(map(paper.task_label, tasks))}. "
+           f"Norm-weighting \"holds\" when the norm-weighted weight is at most {LOSES_WEIGHT:.0%} of standard's; "
+           "\"context\" rows have no paper claim to test.")
+kinds.show_notes(run, [kinds.SAMPLED])  # the efficient rows: project-defined, on a sample
 
-st.subheader("Dev metrics: standard vs effective attention")
+st.subheader("Dev metrics per attention kind")
 metrics = data.read(run, "metrics", tasks=tasks)
-quality = metrics.filter(~pl.col("metric").is_in(TIME_METRICS))
+# the selected kinds that were substituted into the model (the evaluate stage decides which)
+quality = metrics.filter(~pl.col("metric").is_in(TIME_METRICS) & pl.col("kind").is_in(selection.kinds))
 if quality.is_empty():
-    st.info("No dev metrics in this run yet (the evaluate stage writes them).")
+    st.info("No dev metrics for the selected kinds in this run yet (the evaluate stage writes them).")
 else:
     headline = pl.DataFrame([{"task": t, "metric": TASKS[t].metrics[0] if t in TASKS else ""} for t in tasks])
     shown = (quality.join(headline, on=["task", "metric"], how="semi")
              .with_columns(pl.col("task").replace(paper.TASK_LABELS).alias("task_label"))
              .sort(pl.col("task"), pl.col("kind").replace_strict({k: i for i, k in enumerate(KINDS)}, default=99)))
-    fig = charts.bars(shown, x="task_label", y="value", color="kind", colors=KIND_COLORS, y_title="headline metric")
+    fig = charts.bars(shown, x="task_label", y="value", color="kind", colors=KIND_COLORS, names=kinds.LABELS,
+                      y_title="headline metric")
     fig.update_traces(hovertemplate="%{x}: %{y:.4f}<extra>%{fullData.name}</extra>")
     fig.update_layout(xaxis_title="task (headline metric: " + ", ".join(f"{paper.task_label(t)} {TASKS[t].metrics[0]}" for t in tasks if t in TASKS) + ")")
     charts.show(fig, shown.drop("task_label"), "dev_metrics")
-    wide = (quality.pivot(on="kind", index=["task", "metric"], values="value")
-            .with_columns((pl.col("effective") - pl.col("standard")).alias("effective − standard")
-                          if {"standard", "effective"} <= set(quality["kind"]) else pl.lit(None).alias("effective − standard")))
-    st.dataframe(wide, hide_index=True, width="stretch")
+    wide = quality.pivot(on="kind", index=["task", "metric"], values="value")
+    present = [kind for kind in KINDS if kind in wide.columns]
+    others = [kind for kind in present if kind != kinds.BASE] if kinds.BASE in present else []
+    st.dataframe(wide.select("task", "metric", *present, *[(pl.col(k) - pl.col(kinds.BASE)).alias(f"{k} − {kinds.BASE}")
+                                                         for k in others]), hide_index=True, width="stretch")
 
 st.subheader("What was run")
 summary = data.read(run, "task_summary", tasks=tasks)

@@ -4,7 +4,7 @@ example maps of a class, and the classifier's measured F1."""
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, classifier, data, maps, paper, sidebar
+from dashboard import charts, classifier, data, kinds, maps, paper, sidebar
 from dashboard.charts import Panel
 from dashboard.pattern_views import SHORT, clicked_cell, grid_figure, table2, table2_figure
 from precompute.schema import PATTERNS
@@ -15,23 +15,24 @@ selection = sidebar.page(
      "[CLS]/[SEP] columns), diagonal, vertical+diagonal, block (within-sentence), heterogeneous."),
     "tasks", "kinds")
 run = selection.run
-tasks, kinds = selection.tasks, selection.kinds
+tasks, shown = selection.tasks, selection.kinds  # shown kinds
 
 with st.spinner("Reading pattern tables…"):
-    shares = data.read(run, "pattern_shares", tasks=tasks, kind=kinds)
+    shares = data.read(run, "pattern_shares", tasks=tasks, kind=shown)
 if shares.is_empty():
     st.info("Patterns are not classified yet in this run (the pattern columns are empty). Run the pattern "
             "classifier stage of `python -m precompute` (see its `--help`); meanwhile, the paper's Table 2:")
-    st.dataframe(table2(shares, tasks, kinds).filter(pl.col("source") == "paper"), hide_index=True)
+    st.dataframe(table2(shares, tasks, shown).filter(pl.col("source") == "paper"), hide_index=True)
     st.stop()
 
 st.subheader("Table 2: share of each class, ours beside the paper's")
-table = table2(shares, tasks, kinds)
-charts.show(table2_figure(table, kinds), table, "pattern_shares")
+table = table2(shares, tasks, shown)
+charts.show(table2_figure(table, shown), table, "pattern_shares")
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={s: st.column_config.NumberColumn(s, format="%.1f %%") for s in SHORT.values()})
-st.caption("Paper: BERT-base, ~1,000 dev examples per task, Kovaleva et al.'s CNN. Ours: "
-           f"{run.manifest.get('model', '?')}, our classifier (below).")
+st.caption("Paper: BERT-base, ~1,000 dev examples per task, Kovaleva et al.'s CNN; standard and effective only. "
+           f"Ours: {run.manifest.get('model', '?')}, our classifier (below); n_maps per kind.")
+kinds.show_notes(run, shown)
 
 st.subheader("Classifier accuracy")
 classifier.show(run)
@@ -39,7 +40,7 @@ classifier.show(run)
 st.subheader("Dominant class per head")
 sidebar.require(selection, "layers", "heads")
 task = st.pills("Task", tasks, default=tasks[0], required=True, key="pt_task", bind="query-params")
-grid = data.read(run, "pattern_grid", tasks=(task,), kind=kinds, layer=selection.layers, head=selection.heads)
+grid = data.read(run, "pattern_grid", tasks=(task,), kind=shown, layer=selection.layers, head=selection.heads)
 
 
 def _on_click() -> None:
@@ -54,14 +55,14 @@ if grid.is_empty():
 else:
     st.caption("Colour = the class most maps of that head fall into; opacity = its share. Click a square to see "
                "example maps of that class from that head below.")
-    charts.show(grid_figure(grid, kinds, selection.layers, selection.heads), grid, f"pattern_grid_{task}",
+    charts.show(grid_figure(grid, shown, selection.layers, selection.heads), grid, f"pattern_grid_{task}",
                 key="pt_grid", on_select=_on_click)
 
 st.subheader("Example maps of a class")
 # selectboxes (no explicit default) because a grid click sets them through st.session_state
 c1, c2, c3, c4 = st.columns(4)
 cls = c1.selectbox("Class", PATTERNS, key="pt_class", bind="query-params")
-kind = c2.selectbox("Kind", kinds, key="pt_kind", bind="query-params")
+kind = c2.selectbox("Kind", shown, key="pt_kind", bind="query-params")  # kind names: the URL keeps them
 layer = c3.selectbox("Layer", ["any", *selection.layers], key="pt_layer", bind="query-params", format_func=str)
 head = c4.selectbox("Head", ["any", *selection.heads], key="pt_head", bind="query-params", format_func=str)
 sample = maps.sample_examples(run, task)
@@ -70,10 +71,10 @@ hits = data.read(run, "head_measures", tasks=(task,), kind=kind, pattern=cls, ex
                  columns=("example_id", "layer", "head", "pattern_score"), **where)
 hits = hits.sort("pattern_score", descending=True, nulls_last=True)
 if hits.is_empty():
-    st.info(f"No {kind} map of class {cls} among the {sample.height} sampled examples of {paper.task_label(task)} "
+    st.info(f"No {kinds.label(kind)} map of class {cls} among the {sample.height} sampled examples of {paper.task_label(task)} "
             "for this layer/head: pick another class, head or task.")
     st.stop()
-st.caption(f"{hits.height} {kind} maps of class **{cls}** among the map sample; the 6 most confident:")
+st.caption(f"{hits.height} {kinds.label(kind)} maps of class **{cls}** among the map sample; the 6 most confident:")
 top = hits.head(6)
 loaded = maps.load_maps(run, task, tuple(top["example_id"]), tuple(top["layer"]), tuple(top["head"]), (kind,))
 tokens = {row["example_id"]: row for row in sample.iter_rows(named=True)}
@@ -83,7 +84,7 @@ for example_id, lay, hd, score in top.iter_rows():
     if attn is None:
         continue
     labels = maps.token_labels(tokens[example_id]["tokens"], attn.shape[0], tokens[example_id]["segment_ids"])
-    panels.append(Panel(f"ex {example_id} · L{lay} H{hd}", attn, labels, labels, diverging=kind != "standard",
+    panels.append(Panel(f"ex {example_id} · L{lay} H{hd}", attn, labels, labels, kind=kind,
                         hover={"x": "key", "y": "query", "z": "weight"}))
 fig = charts.heatmaps(panels, cols=3, x_title="", y_title="", shared_y=False, square=True)
 fig.update_xaxes(showticklabels=False)

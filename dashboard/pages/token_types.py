@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data, paper, sidebar
+from dashboard import charts, data, kinds, paper, sidebar
 from dashboard.charts import KIND_COLORS, Panel
 
 TYPES = {"cls_row_noun": "NOUN", "cls_row_pron": "PRON", "cls_row_verb": "VERB",
@@ -14,7 +14,8 @@ selection = sidebar.page(
     "Token types in the [CLS] row",
     ("Per head, the weight the [CLS] query puts on each token type (max over tokens of that type, first "
      "wordpiece of a word), averaged over the dev examples where the type occurs. The paper (Fig. 1) "
-     "finds [SEP] and punctuation lose weight with effective attention while [CLS] does not."),
+     "finds [SEP] and punctuation lose weight with effective attention while [CLS] does not; compare "
+     "norm-weighted attention for Kobayashi et al.'s (2020) view of the same tokens."),
     "tasks", "layers", "heads", "kinds")
 run = selection.run
 
@@ -46,11 +47,12 @@ for task in groups:
         types, heads, (z, sd, n) = charts.matrices(part, ("mean", "std", "n"), rows="token_type", cols="head",
                                                     row_values=order, col_values=selection.heads)
         text = [[f"sd {s:.3f}, n {c:.0f}" if np.isfinite(s) else "" for s, c in zip(srow, nrow)] for srow, nrow in zip(sd, n)]
-        panels.append(Panel(f"{paper.task_label(task)} · {kind}", z, heads, types, diverging=kind != "standard",
-                            text=text, hover={"x": "head", "y": "type", "z": "weight"}))
+        panels.append(Panel(f"{paper.task_label(task)} · {kinds.label(kind)}", z, heads, types, kind=kind, text=text,
+                            hover={"x": "head", "y": "type", "z": "weight"}))
 fig = charts.heatmaps(panels, cols=len(selection.kinds), y_title="token type", height=110 + 230 * len(groups))
 table = summary.select("task", "layer", "head", "kind", "token_type", "mean", "std", "n").sort("task", "kind", "head")
 charts.show(fig, table, f"token_types_layer{layer}")
+kinds.show_notes(run, selection.kinds)
 
 st.subheader("Averaged over heads")
 means = (summary.group_by("task", "kind", "token_type").agg(pl.col("mean").mean())
@@ -58,7 +60,7 @@ means = (summary.group_by("task", "kind", "token_type").agg(pl.col("mean").mean(
          .with_columns(pl.col("token_type").cast(pl.String)))
 for task in groups:
     part = means.filter(pl.col("task") == task)
-    fig = charts.bars(part, x="token_type", y="mean", color="kind", colors=KIND_COLORS,
+    fig = charts.bars(part, x="token_type", y="mean", color="kind", colors=KIND_COLORS, names=kinds.LABELS,
                       y_title="mean [CLS]-row weight", height=300)
     fig.update_layout(title=paper.task_label(task))
     charts.show(fig, part, f"token_types_mean_{task}_layer{layer}")
