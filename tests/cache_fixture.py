@@ -182,7 +182,7 @@ def write_run(root: str | Path, *, classified: bool = True, seed: int = 0) -> Pa
             run.write_part("pattern_grid", task, grid, shard=shard, chunk=0)
         run.mark_stage_done("analyse", task, shard, seconds=1.5)
     run.update_manifest({
-        "created": "2025-01-01T00:00:00", "model": "fixture-minilm", "model_path": "/nowhere",
+        "created": "2025-01-01T00:00:00", "model": "fixture-minilm", "model_source": "fixture-minilm",
         "tasks": list(TASKS), "data_source": "glue-dir:/fixture", "device": "cpu",
         "d_head": D_HEAD, "n_layers": N_LAYERS, "n_heads": N_HEADS, "seeds": [0],
         "row_counts": {task: {"train": 100, "dev": len(SEQ_LENS), "eval": len(SEQ_LENS), "map_examples": len(MAP_SAMPLE)} for task in TASKS},

