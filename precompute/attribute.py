@@ -37,8 +37,8 @@ from effattn.attribution import head_attribution, layer_influence
 from precompute import ConfigError
 from precompute.agreement import MEASURES, agreement_measures
 from precompute.config import RunConfig
-from precompute.extract import (EXTRACT_THREADS, SAMPLED_KINDS, InjectedFailure, _encode, _intra_op_threads,
-                                _kind_maps, _texts, analysis_sample)
+from precompute.extract import (EXTRACT_THREADS, SAMPLED_KINDS, InjectedFailure, analysis_sample, encode,
+                                intra_op_threads, kind_maps, texts_of)
 from precompute.finetune import load_classifier, pick_device
 from precompute.schema import MAP_DECIMALS
 from precompute.store import RunFolder, Shard
@@ -94,7 +94,7 @@ def run_attribute(run: RunFolder, task: str, model_dir: str | Path, eval_frame: 
     started = time.perf_counter()
     if todo:
         # the gradients are large matmuls that threads speed up (--threads, default every core)
-        with _intra_op_threads(config.threads or os.cpu_count() or 1):
+        with intra_op_threads(config.threads or os.cpu_count() or 1):
             classifier = load_classifier_of(model_dir, task, config)
             n_done = len(sample) - sum(len(rows) for _, rows in todo)
             with tqdm(total=len(sample), initial=n_done, unit="ex", desc=f"attribute {task} {shard}") as bar:
@@ -120,7 +120,7 @@ def attribute_chunk(classifier: Classifier, task: str, rows: pl.DataFrame, confi
                     on_batch: Callable[[int], object] | None = None) -> dict[str, pl.DataFrame]:
     """The `attribution`, `layer_influence` and `attribution_maps` frames of one chunk of rows
     (no `attribution_maps` when none of them is in the map sample); on_batch(n) after each batch."""
-    lengths = [len(ids) for ids in _encode(classifier.tokenizer, *_texts(rows), config, padding=False)["input_ids"]]
+    lengths = [len(ids) for ids in encode(classifier.tokenizer, *texts_of(rows), config, padding=False)["input_ids"]]
     by_length = rows[np.argsort(lengths, kind="stable")]  # less padding per batch
     batch_size = CPU_BATCH_SIZE if classifier.device.type == "cpu" else config.eval_batch_size
     tables: dict[str, list[pl.DataFrame]] = {table: [] for table in CHUNK_TABLES}
@@ -136,7 +136,7 @@ def attribute_chunk(classifier: Classifier, task: str, rows: pl.DataFrame, confi
 
 
 def _attribute_batch(classifier: Classifier, rows: pl.DataFrame, config: RunConfig) -> dict[str, pl.DataFrame | None]:
-    encoding = _encode(classifier.tokenizer, *_texts(rows), config, padding=True)
+    encoding = encode(classifier.tokenizer, *texts_of(rows), config, padding=True)
     inputs = {name: encoding[name].to(classifier.device)
               for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoding}
     example_ids = rows["example_id"].to_numpy()
@@ -147,11 +147,11 @@ def _attribute_batch(classifier: Classifier, rows: pl.DataFrame, config: RunConf
     frames = []
 
     def on_layer(capture) -> None:
-        maps = _kind_maps(capture, np.flatnonzero(in_efficient))
+        maps = kind_maps(capture, np.flatnonzero(in_efficient))
         frames.append(_agreement_rows(capture.layer, maps, attribution[:, capture.layer], example_ids, n_real,
                                       in_efficient))
 
-    with _intra_op_threads(EXTRACT_THREADS):  # capture's many tiny linalg calls, as in extract
+    with intra_op_threads(EXTRACT_THREADS):  # capture's many tiny linalg calls, as in extract
         effattn.capture_attention(classifier.model, inputs, on_layer=on_layer)
     in_map_sample = rows["in_map_sample"].to_numpy()
     return {
@@ -164,7 +164,7 @@ def _attribute_batch(classifier: Classifier, rows: pl.DataFrame, config: RunConf
 def _agreement_rows(layer: int, maps: dict[str, torch.Tensor], attribution: torch.Tensor, example_ids: np.ndarray,
                     n_real: list[int], in_efficient: np.ndarray) -> pl.DataFrame:
     """attribution rows of one layer. maps: kind -> (rows of that kind, head, query, key) as
-    extract's _kind_maps returns them; attribution: (batch, head, query, key) of this layer."""
+    extract's kind_maps returns them; attribution: (batch, head, query, key) of this layer."""
     sampled = {int(row): index for index, row in enumerate(np.flatnonzero(in_efficient))}
     frames = []
     for row, n in enumerate(n_real):

@@ -125,7 +125,7 @@ def run_extract(run: RunFolder, task: str, model_dir: str | Path, base_model, ev
     todo = [chunk for chunk in range(len(chunks)) if chunk not in done]
     started = time.perf_counter()
     if todo:
-        with _intra_op_threads(EXTRACT_THREADS):
+        with intra_op_threads(EXTRACT_THREADS):
             _extract_chunks(run, task, shard, load_models(model_dir, base_model, task, config),
                             [(chunk, chunks[chunk]) for chunk in todo], len(sample), config, fail_after_chunk)
     run.mark_stage_done("extract", task, shard, seconds=time.perf_counter() - started)
@@ -133,7 +133,7 @@ def run_extract(run: RunFolder, task: str, model_dir: str | Path, base_model, ev
 
 
 @contextmanager
-def _intra_op_threads(count: int) -> Iterator[None]:
+def intra_op_threads(count: int) -> Iterator[None]:
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -163,7 +163,7 @@ def write_chunk(run: RunFolder, task: str, shard: Shard, chunk: int, tables: dic
 
 def extract_chunk(models: Models, task: str, rows: pl.DataFrame, config: RunConfig) -> dict[str, pl.DataFrame]:
     """The `examples`, `head_measures` and `maps` frames of one chunk of rows."""
-    lengths = [len(ids) for ids in _encode(models.tokenizer, *_texts(rows), config, padding=False)["input_ids"]]
+    lengths = [len(ids) for ids in encode(models.tokenizer, *texts_of(rows), config, padding=False)["input_ids"]]
     by_length = rows[np.argsort(lengths, kind="stable")]  # less padding per batch
     tables: dict[str, list[pl.DataFrame]] = {"examples": [], "head_measures": [], "maps": []}
     for start in range(0, len(by_length), config.eval_batch_size):
@@ -177,12 +177,12 @@ def extract_chunk(models: Models, task: str, rows: pl.DataFrame, config: RunConf
             for table, frames in tables.items() if frames}
 
 
-def _texts(rows: pl.DataFrame) -> tuple[list[str], list[str | None] | None]:
+def texts_of(rows: pl.DataFrame) -> tuple[list[str], list[str | None] | None]:
     """(first texts, second texts or None) of the rows, as the tokenizer and POS tagger take them."""
     return rows["text_a"].to_list(), second_texts(rows)
 
 
-def _encode(tokenizer, texts_a: list[str], texts_b: list[str | None] | None, config: RunConfig, *, padding: bool):
+def encode(tokenizer, texts_a: list[str], texts_b: list[str | None] | None, config: RunConfig, *, padding: bool):
     return tokenizer(
         texts_a, texts_b,
         truncation=True, max_length=config.max_seq_len, padding=padding,
@@ -191,8 +191,8 @@ def _encode(tokenizer, texts_a: list[str], texts_b: list[str | None] | None, con
 
 
 def _make_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> Batch:
-    texts_a, texts_b = _texts(rows)
-    encoding = _encode(models.tokenizer, texts_a, texts_b, config, padding=True)
+    texts_a, texts_b = texts_of(rows)
+    encoding = encode(models.tokenizer, texts_a, texts_b, config, padding=True)
     pos_tags = pos.wordpiece_pos(models.tagger, encoding, texts_a, texts_b,
                                  models.tokenizer.cls_token_id, models.tokenizer.sep_token_id)
     real = encoding["attention_mask"].bool()
@@ -202,7 +202,7 @@ def _make_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> Batch:
                  measures.token_type_masks(pos_tags, real.shape[1]), pos_tags)
 
 
-def _kind_maps(capture, sampled_rows: np.ndarray) -> dict[str, torch.Tensor]:
+def kind_maps(capture, sampled_rows: np.ndarray) -> dict[str, torch.Tensor]:
     """kind -> (batch, head, query, key) map on the CPU; SAMPLED_KINDS only for `sampled_rows`
     (indices into the batch), so their first dimension is len(sampled_rows)."""
     maps = {}
@@ -229,11 +229,11 @@ def _extract_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> dic
     sampled_rows = np.flatnonzero(batch.in_efficient_sample)
     pretrained: dict[int, dict[str, torch.Tensor]] = {}
     effattn.capture_attention(models.pretrained, inputs, on_layer=lambda capture: pretrained.__setitem__(
-        capture.layer, _kind_maps(capture, sampled_rows)))
+        capture.layer, kind_maps(capture, sampled_rows)))
     measure_frames, map_frames = [], []
 
     def on_layer(capture) -> None:
-        maps = _kind_maps(capture, sampled_rows)
+        maps = kind_maps(capture, sampled_rows)
         reference = pretrained.pop(capture.layer)  # drop the pretrained layer once compared
         measure_frames.append(_measure_rows(capture, maps, reference, batch))
         map_frames.append(_map_rows(capture.layer, maps, batch))
@@ -249,7 +249,7 @@ def _extract_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> dic
 
 
 def _kind_rows(kind: str, batch: Batch) -> np.ndarray:
-    """Batch rows that have maps of this kind (see _kind_maps)."""
+    """Batch rows that have maps of this kind (see kind_maps)."""
     return np.flatnonzero(batch.in_efficient_sample) if kind in SAMPLED_KINDS else np.arange(len(batch.example_ids))
 
 

@@ -45,3 +45,14 @@ def fixture_caches_env(monkeypatch, fixture_caches) -> Path:
     """Point the dashboard at the fixture caches (EFFATTN_DATA) for one test."""
     monkeypatch.setenv("EFFATTN_DATA", str(fixture_caches))
     return fixture_caches
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    """A fresh single-run data folder that a test may change or damage (EFFATTN_DATA set)."""
+    from cache_fixture import write_run
+
+    root = tmp_path / "data"
+    write_run(root / "minilm")
+    monkeypatch.setenv("EFFATTN_DATA", str(root))
+    return root / "minilm"

@@ -10,22 +10,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cache_fixture import EFFICIENT_EXAMPLES, PAGES, TASKS, figures, open_page, problems, write_run
+from cache_fixture import EFFICIENT_EXAMPLES, PAGES, TASKS, figures, open_page, problems
 from dashboard import charts, kinds
 from dashboard.charts import DIFFERENCE, Panel
 from precompute.schema import KIND_INFO, KINDS, SCHEMA_VERSION_KEY
 
 NEW_KINDS = ("norm", "effective_norm", "efficient")
 NULL_TITLE = "null A − A_eff"
-
-
-@pytest.fixture
-def run_dir(tmp_path, monkeypatch):
-    """A fresh single-run data folder (the tests below change it)."""
-    root = tmp_path / "data"
-    write_run(root / "minilm")
-    monkeypatch.setenv("EFFATTN_DATA", str(root))
-    return root / "minilm"
 
 
 def _rewrite(run_dir, table: str, change, version: str | None = None) -> None:

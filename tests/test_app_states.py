@@ -15,15 +15,6 @@ from cache_fixture import PAGES, figures, free_port, open_page, problems, write_
 from precompute.schema import SCHEMA_VERSION_KEY
 
 
-@pytest.fixture
-def run_dir(tmp_path, monkeypatch):
-    """A fresh single-run data folder (the tests below damage it)."""
-    root = tmp_path / "data"
-    write_run(root / "minilm")
-    monkeypatch.setenv("EFFATTN_DATA", str(root))
-    return root / "minilm"
-
-
 def _no_traceback(at) -> None:
     assert list(at.exception) == []
 

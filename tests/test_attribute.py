@@ -16,23 +16,12 @@ from precompute import ConfigError, agreement, attribute, extract
 from precompute.config import RunConfig
 from precompute.schema import KINDS
 from precompute.store import RunFolder, Shard
+from test_extract import eval_frame  # noqa: F401 (the same made-up sentence pairs)
 
 N_LAYERS, N_HEADS = 2, 4
-N_EVAL, N_ANALYSED, N_MAPS, N_EFFICIENT = 14, 11, 3, 5
+N_ANALYSED, N_MAPS, N_EFFICIENT = 11, 3, 5
 N_ATTRIBUTED, CHUNK = 6, 4  # the first 6 analysed examples -> chunks of 4 and 2
 TABLES = ("attribution", "layer_influence", "attribution_maps")
-
-
-@pytest.fixture(scope="module")
-def eval_frame() -> pl.DataFrame:
-    words = ["The cat sat on the mat.", "She quickly wrote two long letters, then slept!",
-             "Prices rose sharply in marvellous Paris"]
-    return pl.DataFrame({
-        "example_id": range(100, 100 + N_EVAL),
-        "text_a": [" ".join(words[: 1 + i % 3]) for i in range(N_EVAL)],
-        "text_b": [f"It is number {i}." for i in range(N_EVAL)],
-        "label": [float(i % 2) for i in range(N_EVAL)],
-    })
 
 
 def _config(out: Path, **options) -> RunConfig:
