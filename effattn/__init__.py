@@ -11,6 +11,9 @@
     head_attribution(model, batch) -> g          gradient attribution of every head to the inputs
     layer_influence(model, batch) -> LayerInfluence   input influence on each layer (Meister et al.)
     classify_patterns(maps, segment_ids=...) -> (labels, scores)   Kovaleva et al.'s five classes
+    set_attention_map(model, "sparsemax")        every head runs sparsemax / sparsegen:<λ> / softmax
+    sparsemax(scores), sparsegen_lin(scores, λ)  the sparse maps themselves (Meister et al.)
+    output_importance(model, batch) -> OutputImportance   input/intermediate importance of the output
 """
 
 from .attribution import LayerInfluence, head_attribution, layer_influence
@@ -25,6 +28,8 @@ from .norm_weighted import (head_output_weights, norm_weighted_attention, output
 from .original_code import original_code_effective_attention
 from .patterns import (FEATURES, PATTERNS, classify_pattern, classify_patterns, normalise_rows,
                        pattern_features, pattern_scores)
+from .routing import attention_map_of, set_attention_map
+from .sparse_attention import parse_attention_map, sparsegen_lin, sparsemax
 from .substitution import effective_attention_substituted
 
 __all__ = [
@@ -41,6 +46,7 @@ __all__ = [
     "NotAProbabilityError",
     "UnsupportedModelError",
     "attention_kind",
+    "attention_map_of",
     "capture_attention",
     "classify_pattern",
     "classify_patterns",
@@ -53,6 +59,10 @@ __all__ = [
     "layer_influence",
     "norm_weighted_attention",
     "normalise_rows",
+    "parse_attention_map",
+    "set_attention_map",
+    "sparsegen_lin",
+    "sparsemax",
     "original_code_effective_attention",
     "output_projections",
     "pattern_features",

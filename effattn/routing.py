@@ -2,7 +2,8 @@
 
 transformers (≥ 5) calls every attention layer through `AttentionInterface`. We register one
 implementation, "effattn", that computes exactly what the eager implementation computes
-(softmax(QKᵀ·scaling + mask) V) and hands each layer's probabilities and value vectors to the
+(softmax(QKᵀ·scaling + mask) V, or another attention map a model was given with
+`sparse_attention.set_attention_map`, read from the module's config) and hands each layer's probabilities and value vectors to the
 active session, which may record them or replace A before it multiplies V. The session also
 gets the layer's attention scores as a spare buffer once softmax has consumed them (without
 gradients only), so what it computes per layer can go there instead of into fresh memory. A
@@ -19,8 +20,10 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
 from .errors import UnsupportedModelError
+from .sparse_attention import normalizer, parse_attention_map, softmax
 
 IMPLEMENTATION_NAME = "effattn"
+CONFIG_ATTRIBUTE = "attention_map"  # where a model's config keeps the name of its attention map
 
 # Called with (attn (batch, head, query, key), values (batch, head, key, d_head),
 # key_mask (batch, key) bool, spare: a contiguous tensor shaped like attn that the forward no
@@ -40,6 +43,12 @@ def _key_mask(attention_mask: torch.Tensor | None, attn: torch.Tensor) -> torch.
     return first_row if first_row.dtype == torch.bool else first_row == 0
 
 
+def _normalizer_of(module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The module's attention map (softmax unless its config names another)."""
+    name = getattr(getattr(module, "config", None), CONFIG_ATTRIBUTE, None)
+    return normalizer(name) if name else softmax
+
+
 def _attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                        **kwargs):
     """Eager attention with a hook between softmax and the product with V."""
@@ -51,7 +60,7 @@ def _attention_forward(module, query, key, value, attention_mask, scaling=None, 
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    attn = torch.nn.functional.softmax(scores, dim=-1)
+    attn = _normalizer_of(module)(scores)
     attn = torch.nn.functional.dropout(attn, p=dropout, training=module.training)
     handler = _active_handler.get()
     if handler is not None:
@@ -80,6 +89,11 @@ def check_supported(model: torch.nn.Module) -> None:
             "transformers (≥ 5) encoder such as BERT, RoBERTa, DistilBERT, ELECTRA or MiniLM")
 
 
+def set_implementation(model: torch.nn.Module) -> None:
+    """Route the model's attention through effattn's implementation (until set back)."""
+    model.set_attn_implementation(IMPLEMENTATION_NAME)
+
+
 @contextmanager
 def routed_attention(model: torch.nn.Module, handler: LayerHandler) -> Iterator[None]:
     """Inside the block, every attention layer of `model` calls `handler`; restored on exit."""
@@ -87,8 +101,27 @@ def routed_attention(model: torch.nn.Module, handler: LayerHandler) -> Iterator[
     previous = model.config._attn_implementation
     token = _active_handler.set(handler)
     try:
-        model.set_attn_implementation(IMPLEMENTATION_NAME)
+        set_implementation(model)
         yield
     finally:
         _active_handler.reset(token)
         model.set_attn_implementation(previous)
+
+
+def attention_map_of(model: torch.nn.Module) -> str:
+    """The attention map a model runs with: "softmax" unless set_attention_map chose another."""
+    return getattr(model.config, CONFIG_ATTRIBUTE, None) or "softmax"
+
+
+def set_attention_map(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    """Make every self-attention head of `model` use the attention map `name`
+    (sparse_attention.ATTENTION_MAP_HELP) from now on, for training and inference. The name is
+    kept in model.config, so a saved checkpoint records it; after loading one, call this again
+    with attention_map_of(model) (a model loaded with eager or sdpa attention runs softmax).
+    softmax keeps the model's own implementation. Returns the model."""
+    canonical = parse_attention_map(name)
+    check_supported(model)
+    setattr(model.config, CONFIG_ATTRIBUTE, canonical)
+    if canonical != "softmax":
+        set_implementation(model)
+    return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import sys
 import time
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate, linear decay without warmup")
     p.add_argument("--max-seq-len", type=int, default=128, help="truncate inputs to this many wordpieces")
     p.add_argument("--seed", type=int, default=42, help="seed for model init, data order, caps and carve-outs")
+    p.add_argument("--attention", default="softmax", metavar="MAP",
+                   help="attention map of every head for fine-tuning and all later stages: softmax, sparsemax or "
+                        "sparsegen:<λ> (sparsegen-lin, λ < 1, larger is sparser); one map per run folder")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for finetune, evaluate and attribute (default: all cores); 1 is much faster when "
@@ -81,6 +85,7 @@ def parse_config(argv: list[str]) -> RunConfig:
         shard=Shard.parse(args.shard), stages=parse_stages(args.stages), force=args.force,
         map_examples=args.map_examples, analysis_examples=args.analysis_examples, threads=args.threads,
         efficient_examples=args.efficient_examples, attribution_examples=args.attribution_examples,
+        attention=args.attention,
     )
 
 
@@ -121,6 +126,10 @@ def run_pipeline(config: RunConfig) -> None:
     """All selected stages for all selected tasks, then the cross-task analysis."""
     from precompute import finetune, manifest
 
+    from effattn import parse_attention_map
+
+    # canonical, so that one map has one name in the manifest (an unknown one: one-line error)
+    config = dataclasses.replace(config, attention=parse_attention_map(config.attention))
     run = RunFolder(config.out)
     base_model = resolve_model(config.model)
     device = str(finetune.pick_device(config.device))

@@ -42,6 +42,9 @@ class RunConfig:
     # per MiniLM example on one CPU core (SST-2 to RTE); the first ones, so that with
     # efficient_examples at least as large every kind is compared
     attribution_examples: int = 50
+    # attention map of every head, for fine-tuning and everything after it (sparse runs,
+    # Meister et al.): softmax, sparsemax or sparsegen:<λ>, as effattn.parse_attention_map spells it
+    attention: str = "softmax"
     threads: int | None = None  # torch CPU threads of finetune, evaluate and attribute; None = all cores (extract always uses 1)
     eval_batch_size: int = 32  # evaluation/extraction batch size (no gradients, so larger)
     save_every_steps: int = 200  # how often fine-tuning saves its resumable training state

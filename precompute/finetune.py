@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
+from effattn import attention_map_of, set_attention_map
 from effattn.errors import UnsupportedModelError
 from precompute import ConfigError
 from precompute.config import RunConfig
@@ -48,11 +49,14 @@ def set_torch_threads(config: RunConfig) -> None:
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
 
 
-def load_classifier(model_path: str | Path, task: str, *, new_head: bool = False) -> torch.nn.Module:
+def load_classifier(model_path: str | Path, task: str, *, new_head: bool = False,
+                    attention: str | None = None) -> torch.nn.Module:
     """A sequence-classification model with eager attention, checked to return attention weights.
 
     new_head: the model is a base for fine-tuning, so a classifier head of another size (a base
     that was itself fine-tuned with other labels) is replaced by a freshly initialised one.
+    attention: the attention map to run (RunConfig.attention) for a base; None = the one a
+    fine-tuned checkpoint was trained with (its config's attention_map, softmax if none).
     """
     info = TASKS[task]
     extra = {"problem_type": "regression"} if info.is_regression else {}
@@ -67,7 +71,7 @@ def load_classifier(model_path: str | Path, task: str, *, new_head: bool = False
     except (ValueError, KeyError) as error:
         raise UnsupportedModelError(f"model {model_path} cannot be loaded for sequence classification with eager attention ({str(error).splitlines()[0][:160]}): use a BERT-style encoder") from None
     check_returns_attention(model, model_path)
-    return model
+    return set_attention_map(model, attention or attention_map_of(model))
 
 
 def check_returns_attention(model: torch.nn.Module, name: str | Path) -> None:
@@ -186,7 +190,7 @@ def _build_trainer(task: str, train: pl.DataFrame, base_model: str | Path, confi
     torch.manual_seed(config.seed)  # classifier-head init and dropout
     device = pick_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = load_classifier(base_model, task, new_head=True).to(device)
+    model = load_classifier(base_model, task, new_head=True, attention=config.attention).to(device)
     per_epoch, n_steps = total_steps(len(train), config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=n_steps)

@@ -6,6 +6,7 @@ import datetime as dt
 import platform
 from importlib import metadata
 
+from precompute import ConfigError
 from precompute.config import EMBEDDED_MODEL, RunConfig
 from precompute.glue import TaskData
 from precompute.store import RunFolder
@@ -50,10 +51,15 @@ def record_run(run: RunFolder, config: RunConfig, model_path: str, device: str) 
     schema_version is not among them: `RunFolder.update_manifest` stamps it on every write.
     """
     existing = run.read_manifest()
+    made_with = existing.get("attention", "softmax") if existing else config.attention
+    if made_with != config.attention:
+        raise ConfigError(f"run folder {run.root} was made with --attention {made_with}, not {config.attention}: "
+                          f"pass --attention {made_with}, or another --out for the {config.attention} run")
     patch = {
         "created": existing.get("created") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": config.model,
         "model_source": model_source(config.model),
+        "attention": config.attention,  # the run's identity, with the model: one map per run folder
         "tasks": sorted(set(existing.get("tasks", [])) | set(config.tasks)),
         "data_source": "hub" if config.glue_dir is None else f"glue-dir:{config.glue_dir}",
         "config": config.to_json(),
