@@ -22,6 +22,7 @@ from .effective import AttentionDecomposition, decompose_attention, effective_at
 from .errors import (EffattnError, InputShapeError, NonFiniteValuesError, NotAProbabilityError,
                      UnsupportedModelError)
 from .efficient import efficient_attention
+from .importance import OutputImportance, output_importance
 from .kinds import KIND_FUNCTIONS, attention_kind
 from .norm_weighted import (head_output_weights, norm_weighted_attention, output_projections,
                             transformed_value_norms)
@@ -44,6 +45,7 @@ __all__ = [
     "LayerInfluence",
     "NonFiniteValuesError",
     "NotAProbabilityError",
+    "OutputImportance",
     "UnsupportedModelError",
     "attention_kind",
     "attention_map_of",
@@ -64,6 +66,7 @@ __all__ = [
     "sparsegen_lin",
     "sparsemax",
     "original_code_effective_attention",
+    "output_importance",
     "output_projections",
     "pattern_features",
     "pattern_scores",

@@ -9,7 +9,10 @@ writes, per task, one part of each analysis table (docs/SCHEMA.md):
 - pattern_shares / pattern_grid: only when the `pattern` column has been filled;
 - attribution_summary / influence_summary: mean, std and n of the attention-vs-attribution
   measures per layer × head × kind and of the layer influence measures per layer, only when the
-  attribute stage has written `attribution` (a run without it analyses as before).
+  attribute stage has written `attribution` (a run without it analyses as before);
+- importance_summary: the same of the [CLS]-row-vs-importance τ-b per target, when the
+  importance stage has run;
+- sparsity_summary: zero share and support size of every kind's maps per layer × head.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import polars as pl
 
 from precompute import CacheError
-from precompute.schema import ATTRIBUTION_MEASURES, HEAD_MEASURES, INFLUENCE_MEASURES, PATTERNS, TASKS
+from precompute.schema import ATTRIBUTION_MEASURES, HEAD_MEASURES, INFLUENCE_MEASURES, PATTERNS, SPARSITY_MEASURES, TASKS
 from precompute.store import RunFolder, Shard
 
 HEAD = ["task", "layer", "head", "kind"]
@@ -61,6 +64,20 @@ def attribution_summary(attribution: pl.LazyFrame) -> pl.LazyFrame:
 def influence_summary(layer_influence: pl.LazyFrame) -> pl.LazyFrame:
     """own_share and entropy per task × layer: mean, std, n."""
     return _mean_std_n(layer_influence, ["task", "layer"], INFLUENCE_MEASURES)
+
+
+def importance_summary(importance: pl.LazyFrame) -> pl.LazyFrame:
+    """Kendall τ-b of [CLS] rows vs each importance target per task × layer × head × kind."""
+    return _mean_std_n(importance, [*HEAD, "target"], ("kendall_tau",)).drop("measure")
+
+
+def sparsity_summary(measures: pl.LazyFrame) -> pl.LazyFrame:
+    """Per task × layer × head × kind: zero_share, the share of a map's real weights that are
+    exactly 0 (1 − support_share), and support_size, the mean number of non-zero keys per real
+    query row (support_share · n, since support_share counts non-zeros over n² weights)."""
+    sparsity = measures.select(*HEAD, zero_share=1 - pl.col("support_share"),
+                               support_size=pl.col("support_share") * pl.col("seq_len"))
+    return _mean_std_n(sparsity, HEAD, SPARSITY_MEASURES)
 
 
 def task_summary(examples: pl.LazyFrame, task: str, d_head: int) -> pl.LazyFrame:
@@ -122,6 +139,7 @@ def run_analyse(run: RunFolder, tasks: list[str]) -> None:
         frames = {
             "head_summary": head_summary(measures), "task_summary": task_summary(examples, task, d_head),
             "pattern_shares": pattern_shares(measures), "pattern_grid": pattern_grid(measures),
+            "sparsity_summary": sparsity_summary(measures),
         }
         if run.part_files("attribution", [task]):
             frames["attribution_summary"] = attribution_summary(run.scan("attribution", [task]))
@@ -129,6 +147,10 @@ def run_analyse(run: RunFolder, tasks: list[str]) -> None:
         else:
             for table in ("attribution_summary", "influence_summary"):
                 run.clear(table, task)  # drop summaries of attribution rows that are gone
+        if run.part_files("importance", [task]):
+            frames["importance_summary"] = importance_summary(run.scan("importance", [task]))
+        else:
+            run.clear("importance_summary", task)
         tables = _collect(frames)
         # pattern_shares lists every class of each task × kind with a classified map, so it is
         # empty exactly when no map has a pattern yet (or any more).

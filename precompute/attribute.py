@@ -80,13 +80,12 @@ def run_attribute(run: RunFolder, task: str, model_dir: str | Path, eval_frame: 
     chunk_examples: examples per part file; a resumed run must use the same value.
     fail_after_chunk: test hook, raise InjectedFailure right after writing that chunk.
     """
+    record_sample_size(run, task, "attribution", len(attribution_sample(eval_frame, config, Shard())))
     if run.stage_done("attribute", task, shard):
         return 0
     if not run.stage_done("extract", task, shard):
         which = f"task {task}" + (f" shard {shard}" if shard.count > 1 else "")
         raise ConfigError(f"{which} has not been extracted in {run.root}: run with --stages extract (or without --stages) first")
-    every_shard = attribution_sample(eval_frame, config, Shard())
-    run.update_manifest({"row_counts": {task: {"attribution_examples": len(every_shard)}}})
     sample = attribution_sample(eval_frame, config, shard)
     chunks = [sample.slice(start, chunk_examples) for start in range(0, len(sample), chunk_examples)]
     done = run.existing_chunks(CHUNK_TABLES[-1], task, shard)
@@ -107,6 +106,18 @@ def run_attribute(run: RunFolder, task: str, model_dir: str | Path, eval_frame: 
                         raise InjectedFailure(f"test hook: stopped after chunk {chunk}")
     run.mark_stage_done("attribute", task, shard, seconds=time.perf_counter() - started)
     return len(todo)
+
+
+def record_sample_size(run: RunFolder, task: str, stage_table: str, size: int) -> None:
+    """Record row_counts[task][<stage_table>_examples]; a ConfigError if parts of a sample of
+    another size are on disk, since their chunk numbers would mean other examples."""
+    key = f"{stage_table}_examples"
+    recorded = run.read_manifest().get("row_counts", {}).get(task, {}).get(key)
+    if recorded is not None and recorded != size and run.part_files(stage_table, [task]):
+        raise ConfigError(f"task {task} in {run.root} has {stage_table} rows of a {recorded}-example sample, this run "
+                          f"asks for {size}: pass the --{key.replace('_', '-')} that made them to resume, or add "
+                          f"--force --stages {'attribute' if stage_table == 'attribution' else stage_table} to redo them")
+    run.update_manifest({"row_counts": {task: {key: size}}})
 
 
 def load_classifier_of(model_dir: str | Path, task: str, config: RunConfig) -> Classifier:

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attribution-examples", type=int, default=50,
                    help="analysed examples per task (the first ones, plus the map sample) whose heads' attention is compared "
                         "with gradient attribution (stage attribute; 10-90 s per MiniLM example on one CPU core)")
+    p.add_argument("--importance-examples", type=int, default=100,
+                   help="analysed examples per task (the first ones, plus the map sample) whose [CLS] attention rows are "
+                        "compared with input importance for the output (stage importance; gradients and leave-one-out)")
     return p
 
 
@@ -72,7 +75,7 @@ def parse_config(argv: list[str]) -> RunConfig:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}: pass a positive number")
-    for name, example in (("efficient_examples", 100), ("attribution_examples", 50)):
+    for name, example in (("efficient_examples", 100), ("attribution_examples", 50), ("importance_examples", 100)):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}: pass e.g. {example}")
     if args.epochs <= 0:
@@ -85,12 +88,12 @@ def parse_config(argv: list[str]) -> RunConfig:
         shard=Shard.parse(args.shard), stages=parse_stages(args.stages), force=args.force,
         map_examples=args.map_examples, analysis_examples=args.analysis_examples, threads=args.threads,
         efficient_examples=args.efficient_examples, attribution_examples=args.attribution_examples,
-        attention=args.attention,
+        importance_examples=args.importance_examples, attention=args.attention,
     )
 
 
 def run_task(run: RunFolder, task: str, config: RunConfig, base_model: str) -> None:
-    """Run the per-task stages (finetune, evaluate, extract, attribute) for one task."""
+    """Run the per-task stages (finetune, evaluate, extract, attribute, importance) for one task."""
     from precompute import finetune, glue, manifest
 
     data = glue.load_task(task, glue_dir=config.glue_dir, carve_train_from_dev=config.carve_train_from_dev,
@@ -120,6 +123,11 @@ def run_task(run: RunFolder, task: str, config: RunConfig, base_model: str) -> N
 
         if attribute.run_attribute(run, task, run.checkpoint_dir(task), data.eval, config, config.shard):
             run.clear("analyse", task)  # new attribution rows make the task's analysis stale: redo it
+    if "importance" in config.stages:
+        from precompute import importance
+
+        if importance.run_importance(run, task, run.checkpoint_dir(task), data.eval, config, config.shard):
+            run.clear("analyse", task)
 
 
 def run_pipeline(config: RunConfig) -> None:

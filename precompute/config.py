@@ -42,6 +42,9 @@ class RunConfig:
     # per MiniLM example on one CPU core (SST-2 to RTE); the first ones, so that with
     # efficient_examples at least as large every kind is compared
     attribution_examples: int = 50
+    # analysed examples per task (the first, plus the map sample) whose [CLS] rows are compared
+    # with the inputs' importance for the output (stage importance; ~1 s per SST-2 example)
+    importance_examples: int = 100
     # attention map of every head, for fine-tuning and everything after it (sparse runs,
     # Meister et al.): softmax, sparsemax or sparsegen:<λ>, as effattn.parse_attention_map spells it
     attention: str = "softmax"

