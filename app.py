@@ -28,6 +28,8 @@ PAGES = [
     st.Page("dashboard/pages/patterns.py", title="Patterns", icon=":material/view_quilt:"),
     st.Page("dashboard/pages/token_types.py", title="Token types", icon=":material/label:"),
     st.Page("dashboard/pages/special_tokens.py", title="Special tokens", icon=":material/flag:"),
+    st.Page("dashboard/pages/attribution.py", title="Attribution", icon=":material/compare_arrows:"),
+    st.Page("dashboard/pages/sparse.py", title="Sparse attention", icon=":material/filter_alt:"),
     st.Page("dashboard/pages/finetuning.py", title="Finetuning", icon=":material/tune:"),
     st.Page("dashboard/pages/explorer.py", title="Example explorer", icon=":material/search:"),
     st.Page("dashboard/pages/cost.py", title="Cost", icon=":material/timer:"),

@@ -4,9 +4,10 @@ an image of the figure (the modebar camera button, in the sidebar's PNG/SVG form
 The one colour rule (``diverging``), everywhere: a kind whose entries can be negative
 (``KindInfo.signed`` in precompute.schema: effective, effective norm-weighted), the null
 component and every difference are drawn on a diverging scale centred at 0 (white = 0) with a
-symmetric range; the other kinds (standard, norm-weighted, efficient: distributions) and
-non-attention values (cosines, counts) on a sequential scale from 0. Pages say what a panel
-shows (``Panel.kind``), never which colours it gets.
+symmetric range; so is any other signed value (``SIGNED``: a rank correlation); the other kinds
+(standard, norm-weighted, efficient: distributions) and non-attention values (cosines, counts,
+divergences) on a sequential scale from 0. Pages say what a panel shows (``Panel.kind``), never
+which colours it gets.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from precompute.schema import KIND_INFO
 SEQUENTIAL = "Greens"  # unsigned kinds and other values from 0 (the paper's green)
 DIVERGING = "RdBu_r"  # signed kinds / null / differences: red positive, blue negative, white 0
 DIFFERENCE = "difference"  # Panel.kind of a difference of two kinds or of the null component: signed
+SIGNED = "signed"  # Panel.kind of another value in [-1, 1] that is not attention (a Kendall τ): diverging
 # bars and lines per kind (a test keeps this in step with KIND_INFO)
 KIND_COLORS = {"standard": "#2e8b57", "effective": "#1f5fbf", "norm": "#e08a00",
                "effective_norm": "#8e44ad", "efficient": "#c0392b"}
@@ -47,8 +49,8 @@ class Panel:
 
 
 def diverging(kind: str | None) -> bool:
-    """The colour rule: diverging for signed kinds and differences, sequential from 0 for the rest."""
-    if kind == DIFFERENCE:
+    """The colour rule: diverging for signed kinds, differences and SIGNED values, sequential from 0 for the rest."""
+    if kind in (DIFFERENCE, SIGNED):
         return True
     info = KIND_INFO.get(kind) if kind is not None else None
     return info is not None and info.signed
@@ -64,18 +66,29 @@ def _range(z: np.ndarray, signed: bool) -> tuple[float, float]:
     return (min(0.0, low), high or 1.0)
 
 
+def _shared_ranges(panels: list[Panel | None]) -> dict[bool, tuple[float, float]]:
+    """{signed: (zmin, zmax)} over all panels drawn with that colour rule."""
+    values: dict[bool, list[np.ndarray]] = {}
+    for panel in panels:
+        if panel is not None:
+            values.setdefault(diverging(panel.kind), []).append(np.ravel(np.asarray(panel.z, dtype=float)))
+    return {signed: _range(np.concatenate(zs), signed) for signed, zs in values.items()}
+
+
 def heatmaps(panels: list[Panel | None], *, height: int | None = None, x_title: str = "head", y_title: str = "layer",
-             cols: int | None = None, shared_y: bool = True, square: bool = False) -> go.Figure:
+             cols: int | None = None, shared_y: bool = True, square: bool = False, shared_range: bool = False) -> go.Figure:
     """Side-by-side heatmaps, each with its own colour bar; ``shared_y`` when all panels have the same rows.
 
     Rows run top-down like a matrix: the first layer (or query) on top. A None leaves its cell empty
-    (so that a panel can sit under the one it belongs to).
+    (so that a panel can sit under the one it belongs to). ``shared_range``: one colour range over
+    all panels (per colour rule), so that panels of the same measure compare by colour.
     """
     cols = cols or len(panels)
     rows = -(-len(panels) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title if p else "" for p in panels], shared_yaxes=shared_y,
                         horizontal_spacing=0.07 if cols > 1 else 0.02, vertical_spacing=0.32 / rows if rows > 1 else 0.1)
     traces, axes = [], {}
+    shared = _shared_ranges(panels) if shared_range else {}
     for i, panel in enumerate(panels):
         row, col = divmod(i, cols)
         suffix = str(i + 1) if i else ""  # make_subplots names axes x, x2, x3, ... row by row
@@ -84,7 +97,7 @@ def heatmaps(panels: list[Panel | None], *, height: int | None = None, x_title: 
             continue
         z = np.asarray(panel.z, dtype=float)
         signed = diverging(panel.kind)
-        zmin, zmax = _range(z, signed)
+        zmin, zmax = shared.get(signed) or _range(z, signed)
         labels = panel.hover
         template = f"{labels['y']} %{{y}}<br>{labels['x']} %{{x}}<br>{labels['z']} %{{z:.4f}}"
         if panel.text is not None:

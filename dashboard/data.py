@@ -55,6 +55,11 @@ class Run:
         return tuple(t for t in self.tasks if any((root / table / f"task={t}").is_dir() for table in _TASK_TABLES))
 
     @property
+    def attention(self) -> str:
+        """The attention map every head ran with (runs made before `--attention` existed: softmax)."""
+        return self.manifest.get("attention") or "softmax"
+
+    @property
     def n_layers(self) -> int:
         return int(self.manifest.get("n_layers") or 0)
 

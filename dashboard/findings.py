@@ -2,15 +2,17 @@
 
 Ours are computed over the selected tasks from pattern_shares, head_summary, metrics and
 task_summary (never from per-example rows), so the Overview stays fast. Beside Sun & Marasović's
-claims: Kobayashi et al.'s (2020) claim about norm-weighting, and what the project-defined
-efficient attention shows (no paper claim, so its rows are "context").
+claims: Kobayashi et al.'s (2020) claim about norm-weighting, what the project-defined
+efficient attention shows (no paper claim, so its rows are "context"), and Pascual et al.'s
+(2021) claims about attention vs gradient attribution (attribution_summary, influence_summary;
+no rows when the attribute stage has not run).
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from dashboard import data, kinds, paper
+from dashboard import attribution_views, data, kinds, paper
 from dashboard.data import Run
 
 HOLDS, FAILS, OPEN, CONTEXT = "holds", "does not hold", "not computed yet", "context"
@@ -27,6 +29,10 @@ LOSES_WEIGHT = 0.75
 # so one read of the union is one scan on a cold cache where one read per claim would be several
 _SUMMARY_MEASURES = (*CLS_MEASURES, "pretrained_cosine", *NORM_MEASURES, "support_share")
 TIME_METRICS = ("eval_seconds", "examples_per_second")
+PASCUAL = "Pascual et al. 2021 (abstract, no number); attribution by Meister et al.'s recipe (project-chosen)"
+# "attention differs markedly from attribution" holds when, over layers, heads and tasks, standard
+# attention's largest key is the attribution row's largest input token for fewer than half the queries
+DIFFERS_TOP1 = 0.5
 
 
 def read_head_summary(run: Run, tasks: tuple[str, ...]) -> pl.DataFrame:
@@ -176,10 +182,53 @@ def _short_inputs(run: Run, tasks: tuple[str, ...]) -> list[dict]:
                  "d_head 64, few GLUE inputs that short", per_task, CONTEXT)]
 
 
+def _attribution(run: Run, tasks: tuple[str, ...]) -> list[dict]:
+    """Pascual et al.'s claims in numbers of attribution_summary, and which kind agrees best (ours)."""
+    summary = attribution_views.read_summary(run, tasks, measure=("jsd", "top1_agreement"))
+    standard = summary.filter(kind=kinds.BASE)
+    if standard.is_empty():
+        return []
+    n = sum(attribution_views.sample_size(run, task, summary) or 0 for task in set(summary["task"]))
+    on = f"{n} examples, {summary['task'].n_unique()} tasks"
+    jsd, top1 = (standard.filter(measure=m)["mean"].mean() for m in ("jsd", "top1_agreement"))
+    rows = [_row("Attention differs markedly from gradient attribution (mixing of context)", PASCUAL,
+                 f"standard A: mean JSD {jsd:.3f}, top-1 agreement {top1:.1%} (over layers and heads; {on})",
+                 HOLDS if top1 < DIFFERS_TOP1 else FAILS)]
+    trend = attribution_views.trends(attribution_views.per_layer(standard, "jsd"), "jsd", (kinds.BASE,)).row(0, named=True)
+    rows.append(_row("The mismatch grows with depth", PASCUAL,
+                     f"standard A: Kendall τ between layer and mean JSD {trend['tau_layer']:+.2f}, slope "
+                     f"{trend['slope_per_layer']:+.4f} per layer ({on})",
+                     HOLDS if trend["mismatch with depth"] == "grows" else FAILS))
+    rows.extend(_persisting(run, tasks))
+    means = (summary.filter(measure="jsd").group_by("kind").agg(pl.col("mean").mean()).sort("mean"))
+    ranking = " < ".join(f"{kinds.label(kind)} {mean:.3f}" for kind, mean in means.iter_rows())
+    rows.append(_row("Which kind agrees best with attribution (our question, no paper claim)",
+                     "project question; attribution by Meister et al.'s recipe (project-chosen)",
+                     f"mean JSD, best first: {ranking}", CONTEXT))
+    return rows
+
+
+def _persisting(run: Run, tasks: tuple[str, ...]) -> list[dict]:
+    """"Some patterns persist through all layers", read as: each position's own input token keeps more
+    than a uniform share (1/n) of the influence on its hidden state in every layer of every task."""
+    claim = "Some patterns persist through all layers: the own token's influence stays above 1/n in every layer"
+    own = data.read(run, "influence_summary", tasks=tasks, measure="own_share")
+    chance = attribution_views.chance_own_share(run, tasks)
+    if own.is_empty() or not chance:
+        return [_row(claim, PASCUAL, "no influence_summary rows", OPEN)]
+    own = own.with_columns(chance=pl.col("task").replace_strict(chance, default=None)).drop_nulls("chance")
+    above = own.filter(pl.col("mean") > pl.col("chance"))
+    last = own.filter(pl.col("layer") == own["layer"].max())
+    ours = (f"own-token share in the last layer {last['mean'].mean():.3f} vs 1/n {last['chance'].mean():.3f}; above 1/n "
+            f"in {above.height} of {own.height} task × layer cells (Meister et al.'s influence of the input tokens)")
+    return [_row(claim, PASCUAL, ours, HOLDS if above.height == own.height else FAILS)]
+
+
 def findings(run: Run, tasks: tuple[str, ...]) -> pl.DataFrame:
     """One row per claim: claim, paper, ours, verdict."""
     head_summary = read_head_summary(run, tasks)
     shares = data.read(run, "pattern_shares", tasks=tasks)
     rows = [*_patterns(shares, tasks), *_cls_row(run, head_summary), *_finetuning(run, head_summary), *_cost(run, tasks),
-            *_norm_weighting(head_summary), *_efficient(run, head_summary, shares, tasks), *_short_inputs(run, tasks)]
+            *_norm_weighting(head_summary), *_efficient(run, head_summary, shares, tasks), *_attribution(run, tasks),
+            *_short_inputs(run, tasks)]
     return pl.DataFrame(rows, schema=_COLUMNS)

@@ -2,7 +2,8 @@
 
 ``maps.weights`` is a row-major (query, key) list of seq_len² floats per example × layer ×
 head × kind (every kind of precompute.schema.KINDS; efficient only for examples in its sample);
-the null component is standard − effective (not stored).
+the null component is standard − effective (not stored). ``attribution_maps`` holds the same
+layout for the gradient attribution of each head (attribute stage; no kind column).
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ def load_maps(run: Run, task: str, example_ids: tuple[int, ...], layers: tuple[i
     for example_id, layer, head, kind, n, weights in frame.iter_rows():
         out[(example_id, layer, head, kind)] = np.asarray(weights, dtype=np.float32).reshape(n, n)  # (query, key)
     return out
+
+
+def load_attribution(run: Run, task: str, example_id: int, layer: int, head: int) -> np.ndarray | None:
+    """The (query, key) attribution map of one head on one example; None where attribution_maps has none."""
+    frame = data.read(run, "attribution_maps", tasks=(task,), example_id=example_id, layer=layer, head=head,
+                      columns=("seq_len", "weights"))
+    if frame.is_empty():
+        return None
+    n, weights = frame.row(0)
+    return np.asarray(weights, dtype=np.float32).reshape(n, n)  # (query, key)
 
 
 def token_labels(tokens: list[str] | None, n: int, segments: list[int] | None = None) -> list[str]:

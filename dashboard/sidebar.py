@@ -48,9 +48,12 @@ def render() -> Selection:
     sidebar = st.sidebar
     runs = discover_runs()
     names = list(runs)
+    # options are the folder names (a URL-bound widget matches ?run= against what it displays); the
+    # run's other identity, its attention map, is the caption under it
     name = sidebar.selectbox("Run", names, key=RUN_KEY, bind="query-params",
                              help=f"Run folders found under {data_location()}")
     run = load_run(name, runs[name])
+    sidebar.caption(f"{run.manifest.get('model_source') or run.manifest.get('model', '?')} · attention: **{run.attention}**")
     tasks = list(run.tasks)
     ready = list(run.tasks_with_data()) or tasks  # default: the tasks that have results
     picked_tasks = sidebar.multiselect("Tasks", tasks, default=ready, key=TASK_KEY, bind="query-params",

@@ -9,7 +9,9 @@ positive value norm (small on [CLS], [SEP] and punctuation, as Kobayashi et al. 
 the row sums, effective norm-weighted ones weight A_eff the same way by the same row sums, and
 efficient maps keep the rank(V) + 1 largest entries of each standard row, renormalised (sparse,
 and equal to standard when n <= d_head), for the first EFFICIENT_EXAMPLES examples only. The
-analysis tables are aggregated from the per-head rows exactly as stage 3 would.
+attribute stage's tables come from tests/attribution_fixture.py, on the same maps of the first
+ATTRIBUTION_EXAMPLES examples. The analysis tables are aggregated from the per-head rows exactly
+as stage 3 would.
 
 Use ``write_run(root)``; torch-free (numpy + polars only).
 """
@@ -22,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+import attribution_fixture
+from attribution_fixture import ATTRIBUTION_EXAMPLES
 from precompute.schema import HEAD_MEASURES, KINDS, PATTERNS
 from precompute.store import RunFolder, Shard
 
@@ -91,8 +95,9 @@ def _examples(task: str) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _measures_and_maps(task: str, rng: np.random.Generator, classified: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
-    measure_rows, map_rows = [], []
+def _measures_and_maps(task: str, rng: np.random.Generator, classified: bool) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """head_measures rows, maps rows, and {(example_id, layer, head): {kind: map}} of the attribution sample."""
+    measure_rows, map_rows, attribution_sample = [], [], {}
     for example_id, n in enumerate(SEQ_LENS):
         tokens = _tokens(task, n)[0]
         punct = np.array([token == "." for token in tokens])
@@ -100,6 +105,8 @@ def _measures_and_maps(task: str, rng: np.random.Generator, classified: bool) ->
             for head in range(N_HEADS):
                 by_kind, rank = _maps(rng, tokens)
                 null_norm = float(np.linalg.norm(by_kind["standard"] - by_kind["effective"]))
+                if example_id < ATTRIBUTION_EXAMPLES:
+                    attribution_sample[(example_id, layer, head)] = by_kind
                 for kind in KINDS:
                     if kind == "efficient" and example_id >= EFFICIENT_EXAMPLES:
                         continue  # efficient attention is computed on a sample only
@@ -121,7 +128,7 @@ def _measures_and_maps(task: str, rng: np.random.Generator, classified: bool) ->
                     if example_id in MAP_SAMPLE:
                         map_rows.append({"task": task, "example_id": example_id, "layer": layer, "head": head,
                                          "kind": kind, "seq_len": n, "weights": weights.astype(np.float32).ravel().tolist()})
-    return pl.DataFrame(measure_rows, infer_schema_length=None), pl.DataFrame(map_rows)
+    return pl.DataFrame(measure_rows, infer_schema_length=None), pl.DataFrame(map_rows), attribution_sample
 
 
 def _head_summary(measures: pl.DataFrame) -> pl.DataFrame:
@@ -153,18 +160,20 @@ def _metrics(task: str) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def write_run(root: str | Path, *, classified: bool = True, seed: int = 0) -> Path:
+def write_run(root: str | Path, *, classified: bool = True, attributed: bool = True, seed: int = 0) -> Path:
     """Write a complete synthetic run folder at ``root``; return its path.
 
     ``classified=False`` leaves the pattern columns null and writes no pattern tables (the state
-    before issue 4's classifier has run).
+    before issue 4's classifier has run); ``attributed=False`` writes none of the attribute stage's
+    tables (a run made before that stage).
     """
     rng = np.random.default_rng(seed)
+    attribution_rng = np.random.default_rng(seed + 1000)  # its own stream: the other tables stay as they were
     run = RunFolder(root)
     shard = Shard(0, 1)
     for task in TASKS:
         examples = _examples(task)
-        measures, maps = _measures_and_maps(task, rng, classified)
+        measures, maps, attribution_sample = _measures_and_maps(task, rng, classified)
         run.write_part("examples", task, examples, shard=shard, chunk=0)
         half = measures.height // 2  # two chunks, like a resumed extraction
         run.write_part("head_measures", task, measures[:half], shard=shard, chunk=0)
@@ -180,15 +189,21 @@ def write_run(root: str | Path, *, classified: bool = True, seed: int = 0) -> Pa
             shares, grid = _pattern_tables(measures)
             run.write_part("pattern_shares", task, shares, shard=shard, chunk=0)
             run.write_part("pattern_grid", task, grid, shard=shard, chunk=0)
+        if attributed:
+            for table, frame in attribution_fixture.tables(task, attribution_sample, MAP_SAMPLE, N_LAYERS,
+                                                           attribution_rng).items():
+                run.write_part(table, task, frame, shard=shard, chunk=0)
         run.mark_stage_done("analyse", task, shard, seconds=1.5)
     run.update_manifest({
         "created": "2025-01-01T00:00:00", "model": "fixture-minilm", "model_source": "fixture-minilm",
         "tasks": list(TASKS), "data_source": "glue-dir:/fixture", "device": "cpu",
         "d_head": D_HEAD, "n_layers": N_LAYERS, "n_heads": N_HEADS, "seeds": [0],
-        "row_counts": {task: {"train": 100, "dev": len(SEQ_LENS), "eval": len(SEQ_LENS), "map_examples": len(MAP_SAMPLE)} for task in TASKS},
+        "row_counts": {task: {"train": 100, "dev": len(SEQ_LENS), "eval": len(SEQ_LENS), "map_examples": len(MAP_SAMPLE),
+                              **({"attribution_examples": ATTRIBUTION_EXAMPLES} if attributed else {})} for task in TASKS},
         "versions": {"python": "3.11", "torch": "none"},
         "metrics": {task: {"standard": {"accuracy": 0.8}, "effective": {"accuracy": 0.7}} for task in TASKS},
-        "config": {"max_length": 128, "epochs": 3, "efficient_examples": EFFICIENT_EXAMPLES},
+        "config": {"max_length": 128, "epochs": 3, "efficient_examples": EFFICIENT_EXAMPLES,
+                   **({"attribution_examples": ATTRIBUTION_EXAMPLES} if attributed else {})},
     })
     return Path(root)
 
@@ -213,10 +228,14 @@ def write_classifier_eval(data_root: Path) -> Path:
 
 
 def write_data_root(root: str | Path) -> Path:
-    """A data folder with two runs (one classified, one not yet) like ``data/``."""
+    """A data folder like ``data/``: two softmax runs (one classified, one not yet) and a
+    sparsemax run of the same tasks (with the importance stage's tables) beside them."""
+    from sparse_fixture import write_sparse_run  # it builds on write_run
+
     root = Path(root)
     write_run(root / "minilm", classified=True, seed=0)
     write_run(root / "unclassified", classified=False, seed=1)
+    write_sparse_run(root / "minilm-sparsemax", "sparsemax", seed=2)
     write_classifier_eval(root)
     return root
 
@@ -226,7 +245,8 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 APP_TIMEOUT_SECONDS = 180  # per script run; generous because CI machines are shared and slow
 
 
-PAGES = ("overview", "patterns", "token_types", "special_tokens", "finetuning", "explorer", "cost")
+PAGES = ("overview", "patterns", "token_types", "special_tokens", "attribution", "sparse", "finetuning", "explorer",
+         "cost")
 
 
 def free_port() -> int:

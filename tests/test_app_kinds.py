@@ -12,6 +12,7 @@ import pytest
 
 from cache_fixture import EFFICIENT_EXAMPLES, PAGES, TASKS, figures, open_page, problems
 from dashboard import charts, kinds
+from dashboard.attribution_views import RECIPE
 from dashboard.charts import DIFFERENCE, Panel
 from precompute.schema import KIND_INFO, KINDS, SCHEMA_VERSION_KEY
 
@@ -57,12 +58,12 @@ def test_explorer_shows_every_kind_beside_the_null_component_with_the_kinds_colo
     assert problems(at) == []
     traces = figures(at)[0]["data"]
     expected = [kinds.label("standard"), kinds.label("effective"), NULL_TITLE,
-                *(kinds.label(kind) for kind in NEW_KINDS)]
+                *(kinds.label(kind) for kind in NEW_KINDS), RECIPE]  # the head's attribution map last
     assert [trace["name"] for trace in traces] == expected
-    by_title = {kinds.label(kind): kind for kind in KINDS} | {NULL_TITLE: DIFFERENCE}
+    by_title = {kinds.label(kind): kind for kind in KINDS} | {NULL_TITLE: DIFFERENCE, RECIPE: None}
     for trace in traces:
         _assert_colour_rule(trace, by_title[trace["name"]])
-    efficient = np.array(traces[-1]["z"], dtype=float)
+    efficient = np.array(traces[-2]["z"], dtype=float)
     assert (efficient == 0).any() and np.allclose(efficient.sum(axis=1), 1, atol=1e-2)  # sparse rows of a distribution
     notes = " ".join(caption.value for caption in at.caption)
     assert "project-defined" in notes and f"first {EFFICIENT_EXAMPLES} analysed examples" in notes
@@ -73,7 +74,7 @@ def test_explorer_says_why_a_kinds_map_is_missing_and_shows_the_rest(run_dir):
     at = open_page("explorer", query={"ex_example": "1"})
     assert problems(at) == []
     assert any("No norm-weighted map" in info.value and "re-run" in info.value for info in at.info)
-    assert len(figures(at)[0]["data"]) == len(KINDS)  # the other four kinds and the null component
+    assert len(figures(at)[0]["data"]) == len(KINDS) + 1  # the other four kinds, the null component, attribution
 
 
 def test_explorer_names_the_efficient_sample_when_an_example_is_outside_it(run_dir):

@@ -66,7 +66,7 @@ def test_unreadable_manifest_is_named_in_the_error(run_dir):
 
 
 def test_missing_analysis_tables_give_hints_not_errors(run_dir):
-    for table in ("head_summary", "pattern_shares", "pattern_grid", "metrics"):
+    for table in ("head_summary", "pattern_shares", "pattern_grid", "metrics", "attribution_summary", "influence_summary"):
         shutil.rmtree(run_dir / table)
     for page in [page for page in PAGES if page != "explorer"]:
         at = open_page(page)
@@ -122,7 +122,7 @@ def test_runs_over_http_are_read_like_local_ones(served_runs, monkeypatch):
 
 
 def test_page_errors_are_caught_by_the_router_on_every_page(run_dir):
-    for table in ("head_summary", "examples", "metrics", "pattern_shares"):
+    for table in ("head_summary", "examples", "metrics", "pattern_shares", "attribution_summary"):
         for part in (run_dir / table).glob("task=*/*.parquet"):
             part.write_bytes(b"garbage")
     for page in PAGES:

@@ -35,6 +35,8 @@ PAGES = [  # (url path, heading); every page draws at least one plotly chart
     ("patterns", "Attention patterns"),
     ("token_types", "Token types in the [CLS] row"),
     ("special_tokens", "Attention to [CLS] and [SEP]"),
+    ("attribution", "Attention vs gradient attribution"),
+    ("sparse", "Sparse attention"),
     ("finetuning", "What finetuning changes"),
     ("explorer", "Example explorer"),
     ("cost", "What effective attention costs"),

@@ -6,6 +6,7 @@ import polars as pl
 import streamlit as st
 
 from dashboard import charts, data, kinds, maps, paper, sidebar
+from dashboard.attribution_views import RECIPE
 from dashboard.charts import DIFFERENCE, Panel
 from precompute.schema import KINDS
 
@@ -43,6 +44,7 @@ with st.spinner("Loading maps…"):
               maps.load_maps(run, task, (example_id,), (layer,), (head,), wanted).items()}
     measures = data.read(run, "head_measures", tasks=(task,), example_id=example_id, layer=layer, head=head,
                          kind=wanted, columns=("kind", "rank", "nullity", "null_norm", *SHOWN_MEASURES))
+    attribution = maps.load_attribution(run, task, example_id, layer, head)  # None before the attribute stage
 if not loaded:
     st.info(f"No stored maps for example {example_id}, layer {layer}, head {head}: pick another example or head.")
     st.stop()
@@ -91,6 +93,9 @@ for kind in (kind for kind in KINDS if kind in selection.kinds):
     if kind == "effective" and attn is not None:  # the null component sits beside what it completes
         panels.append(Panel("null A − A_eff", attn - attn_eff, labels, labels, kind=DIFFERENCE, hover=hover))
         grid["null"] = panels[-1].z.ravel()
+if panels and attribution is not None and attribution.shape == (n, n):  # a distribution over the input tokens
+    panels.append(Panel(RECIPE, attribution, labels, labels, hover={"x": "input token", "y": "query", "z": "attribution"}))
+    grid["attribution"] = attribution.ravel()
 if not panels:
     st.stop()
 per_row = min(3, len(panels))
@@ -106,7 +111,9 @@ st.caption("Labels are `position token` (B: marks the second sentence). Signed k
            "norm-weighted) and the null component use a diverging scale centred at 0: red positive, blue negative; "
            "their weights can be negative or above 1. Standard, norm-weighted and efficient are distributions, on a "
            "scale from 0. Drag to zoom into a block of rows (the paper's Fig. 2 shows the last rows); double-click to "
-           "reset. Fewer kinds in the sidebar give larger panels.")
+           "reset. Fewer kinds in the sidebar give larger panels."
+           + (" The gradient attribution panel is the share of each input token in the head's output at that query, "
+              "by Meister et al.'s recipe (a project-chosen definition; see the Attribution page)." if attribution is not None else ""))
 shown = measures.filter(pl.col("kind").is_in(selection.kinds))
 if not shown.is_empty():
     order = {kind: i for i, kind in enumerate(KINDS)}

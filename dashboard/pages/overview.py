@@ -5,7 +5,8 @@ import streamlit as st
 
 from dashboard import charts, data, kinds, paper, sidebar
 from dashboard.charts import KIND_COLORS
-from dashboard.findings import LOSES_WEIGHT, TIME_METRICS, findings
+from dashboard.attribution_views import DEPTH_TREND
+from dashboard.findings import DIFFERS_TOP1, LOSES_WEIGHT, TIME_METRICS, findings
 from precompute.schema import KINDS, TASKS
 
 VERDICT_ICONS = {"holds": "✓ holds", "does not hold": "✗ does not hold", "not computed yet": "… not computed yet"}
@@ -33,6 +34,8 @@ with st.spinner("Reading analysis tables…"):
 st.table(table.with_columns(pl.col("verdict").replace(VERDICT_ICONS)))
 st.caption(f"Paper: {paper.PAPER_MODEL}. Ours: {manifest.get('model', '?')}, tasks {', '.join(map(paper.task_label, tasks))}. "
            f"Norm-weighting \"holds\" when the norm-weighted weight is at most {LOSES_WEIGHT:.0%} of standard's; "
+           f"attention \"differs markedly\" from attribution when its top-1 key agrees on fewer than {DIFFERS_TOP1:.0%} "
+           f"of queries, and the mismatch \"grows with depth\" when Kendall τ(layer, mean JSD) ≥ {DEPTH_TREND}; "
            "\"context\" rows have no paper claim to test.")
 kinds.show_notes(run, [kinds.SAMPLED])  # the efficient rows: project-defined, on a sample
 
