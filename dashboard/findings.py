@@ -5,14 +5,16 @@ task_summary (never from per-example rows), so the Overview stays fast. Beside S
 claims: Kobayashi et al.'s (2020) claim about norm-weighting, what the project-defined
 efficient attention shows (no paper claim, so its rows are "context"), and Pascual et al.'s
 (2021) claims about attention vs gradient attribution (attribution_summary, influence_summary;
-no rows when the attribute stage has not run).
+no rows when the attribute stage has not run), and Meister et al.'s (2021) claims about sparse
+attention, answered across the runs that differ only in their attention map (sparse_views; no
+rows without such runs).
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from dashboard import attribution_views, data, kinds, paper
+from dashboard import attribution_views, data, kinds, paper, sparse_views
 from dashboard.data import Run
 
 HOLDS, FAILS, OPEN, CONTEXT = "holds", "does not hold", "not computed yet", "context"
@@ -224,11 +226,51 @@ def _persisting(run: Run, tasks: tuple[str, ...]) -> list[dict]:
     return [_row(claim, PASCUAL, ours, HOLDS if above.height == own.height else FAILS)]
 
 
+def _listing(values: dict, fmt: str) -> str:
+    return ", ".join(f"{name} {format(value, fmt)}" for name, value in values.items() if value is not None)
+
+
+def _sparse(tasks: tuple[str, ...]) -> list[dict]:
+    """Meister et al.'s claims, per task with runs of two or more attention maps (on-page: Sparse attention)."""
+    rows = []
+    for comparison in [c for c in sparse_views.comparisons() if c.task in tasks]:
+        numbers = sparse_views.findings_numbers(comparison)
+        on = f"{paper.task_label(comparison.task)}, MiniLM fine-tuned with each map"
+        entropy = {k: v for k, v in numbers["entropy"].items() if v is not None}
+        if entropy:
+            rows.append(_row("Input influence on intermediate representations stays dispersed, sparse or not",
+                             f"normalised entropy 0.46–0.93; SST softmax {sparse_views.THEIRS['entropy_softmax']}, "
+                             f"sparsemax {sparse_views.THEIRS['entropy_sparsemax']} ({sparse_views.MEISTER}, Table 1)", f"mean normalised entropy: {_listing(entropy, '.2f')} ({on})",
+                             HOLDS if min(entropy.values()) >= sparse_views.DISPERSED else FAILS))
+        if numbers["tau_sweep"] is not None and numbers["n_lambdas"] >= 2:
+            tau = numbers["tau_sweep"]
+            rows.append(_row("The sparser the attention (larger λ), the lower the input-influence entropy",
+                             f"Kendall τ(λ, entropy) {sparse_views.THEIRS['tau_lambda_entropy']} ({sparse_views.MEISTER}, Table 2)",
+                             f"τ {tau:+.2f} over {numbers['n_lambdas']} λ values × examples ({on})",
+                             HOLDS if tau < 0 else FAILS))
+        pairs = {a: (numbers["intermediate"][a], numbers["input"][a]) for a in comparison.attentions
+                 if numbers["intermediate"][a] is not None and numbers["input"][a] is not None}
+        if pairs:
+            rows.append(_row("Attention agrees better with the importance of intermediate states than of the inputs",
+                             f"{sparse_views.MEISTER}, Table 6",
+                             "[CLS] rows, Kendall τ intermediate vs input gradient: "
+                             + ", ".join(f"{a} {mid:+.2f} vs {inp:+.2f}" for a, (mid, inp) in pairs.items()) + f" ({on})",
+                             HOLDS if all(mid > inp for mid, inp in pairs.values()) else FAILS))
+        softmax, sparse = numbers["input"].get(sparse_views.SOFTMAX), numbers["input"].get("sparsemax")
+        if softmax is not None and sparse is not None:
+            rows.append(_row("Sparsemax lowers attention's agreement with input-gradient importance",
+                             f"τ {sparse_views.THEIRS['tau_input_gradient_softmax']} → "
+                             f"{sparse_views.THEIRS['tau_input_gradient_sparsemax']} ({sparse_views.MEISTER}, Table 6)",
+                             f"[CLS] rows, mean τ softmax {softmax:+.2f} → sparsemax {sparse:+.2f} ({on})",
+                             HOLDS if sparse < softmax else FAILS))
+    return rows
+
+
 def findings(run: Run, tasks: tuple[str, ...]) -> pl.DataFrame:
     """One row per claim: claim, paper, ours, verdict."""
     head_summary = read_head_summary(run, tasks)
     shares = data.read(run, "pattern_shares", tasks=tasks)
     rows = [*_patterns(shares, tasks), *_cls_row(run, head_summary), *_finetuning(run, head_summary), *_cost(run, tasks),
             *_norm_weighting(head_summary), *_efficient(run, head_summary, shares, tasks), *_attribution(run, tasks),
-            *_short_inputs(run, tasks)]
+            *_sparse(tasks), *_short_inputs(run, tasks)]
     return pl.DataFrame(rows, schema=_COLUMNS)

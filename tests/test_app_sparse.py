@@ -71,3 +71,19 @@ def test_the_sidebar_shows_the_runs_attention_map(sparse_root, monkeypatch):
     monkeypatch.setenv("EFFATTN_DATA", str(sparse_root))
     at = open_page("sparse", query={"run": "fixture-sparsemax"})
     assert any("attention: **sparsemax**" in caption.value for caption in at.sidebar.caption)
+
+
+def test_findings_answer_meisters_claims_with_the_runs_numbers(sparse_root, monkeypatch):
+    from dashboard import findings, sparse_views
+    from dashboard.data import discover_runs, load_run
+
+    monkeypatch.setenv("EFFATTN_DATA", str(sparse_root))
+    run = load_run("fixture-softmax", discover_runs()["fixture-softmax"])
+    table = findings.findings(run, ("rte",))
+    sparse_rows = table.filter(pl.col("paper").str.contains("Meister"))
+    claims = " ".join(sparse_rows["claim"])
+    assert "dispersed" in claims and "larger λ" in claims and "Sparsemax lowers" in claims
+    sweep = sparse_rows.filter(pl.col("claim").str.contains("larger λ")).row(0, named=True)
+    comparison = next(c for c in sparse_views.comparisons() if c.task == "rte")
+    tau = sparse_views.findings_numbers(comparison)["tau_sweep"]
+    assert f"τ {tau:+.2f}" in sweep["ours"] and sweep["verdict"] == "holds"  # the fixture's entropy falls with λ
