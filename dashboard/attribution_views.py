@@ -112,7 +112,8 @@ def sentence(table: pl.DataFrame, measure: str) -> str:
             f"(mean {MEASURES[measure]} {best['mean']:.3f}" + (f"; {rest}" if rest else "") + "). ")
     groups = {verdict: table.filter(pl.col("mismatch with depth") == verdict)["kind"].to_list()
               for verdict in ("grows", "shrinks", "no clear trend")}
-    parts = [f"{verdict} for {', '.join(names)}" for verdict, names in groups.items() if names]
+    phrases = {"grows": "grows", "shrinks": "shrinks", "no clear trend": "shows no clear trend"}
+    parts = [f"{phrases[verdict]} for {', '.join(names)}" for verdict, names in groups.items() if names]
     return text + (f"The mismatch {'; '.join(parts)} (Kendall τ between layer and mean {MEASURES[measure]}; "
                    f"a trend needs |τ| ≥ {DEPTH_TREND})." if parts else "")
 

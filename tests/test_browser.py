@@ -43,11 +43,13 @@ PAGES = [  # (url path, heading); every page draws at least one plotly chart
 ]
 
 
-@pytest.fixture(scope="module")
-def server(fixture_caches, tmp_path_factory):
+def _serve(data: Path | None, log_folder: Path):
+    """`streamlit run app.py` on `data` (None: the repository's shipped data/); yields its URL."""
     port = free_port()
-    env = {**os.environ, "EFFATTN_DATA": str(fixture_caches)}
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    env = {key: value for key, value in os.environ.items() if key != "EFFATTN_DATA"}
+    if data is not None:
+        env["EFFATTN_DATA"] = str(data)
+    log = open(log_folder / "streamlit.log", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
@@ -68,6 +70,18 @@ def server(fixture_caches, tmp_path_factory):
     process.terminate()
     process.wait(timeout=20)
     log.close()
+
+
+@pytest.fixture(scope="module")
+def server(fixture_caches, tmp_path_factory):
+    yield from _serve(fixture_caches, tmp_path_factory.mktemp("log"))
+
+
+@pytest.fixture(scope="module")
+def shipped_server(tmp_path_factory):
+    if not (APP.parent / "data" / "minilm" / "manifest.json").is_file():
+        pytest.skip("no shipped data/minilm in this checkout")
+    yield from _serve(None, tmp_path_factory.mktemp("shipped_log"))
 
 
 @pytest.fixture(scope="module")
@@ -194,4 +208,17 @@ def test_clicking_a_grid_square_shows_maps_of_that_head_and_class_in_chromium(se
     head = browser.current_url.split("pt_head=")[1].split("&")[0]
     WebDriverWait(browser, WAIT_SECONDS).until(
         lambda d: f"layer {layer} · head {head}" in d.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text)
+    assert _problems(browser) == []
+
+
+SHIPPED_PAGES = [("attribution", "Attention vs gradient attribution"), ("sparse", "Sparse attention"),
+                 ("explorer", "Example explorer")]
+
+
+@pytest.mark.parametrize(("path", "heading"), SHIPPED_PAGES, ids=[p[0] for p in SHIPPED_PAGES])
+def test_new_pages_render_the_shipped_data_in_chromium(shipped_server, browser, path, heading):
+    """The shipped caches (data/), not fixtures: real attribution maps and sparse runs."""
+    browser.get(f"{shipped_server}/{path}")
+    _wait_for_page(browser, heading)
+    _screenshot(browser, f"shipped_{path}")
     assert _problems(browser) == []
