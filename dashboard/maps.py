@@ -53,3 +53,8 @@ def token_labels(tokens: list[str] | None, n: int, segments: list[int] | None = 
         mark = "B:" if i < len(segments) and segments[i] == 1 and token != "[SEP]" else ""
         labels.append(f"{i} {mark}{token}")
     return labels
+
+
+def attributed_examples(run: Run, task: str) -> list[int]:
+    """Example ids of a task that have attribution maps (none before the attribute stage)."""
+    return sorted(data.read(run, "attribution_maps", tasks=(task,), columns=("example_id",))["example_id"].unique())

@@ -165,30 +165,27 @@ def _mean_entropy(entropy: pl.DataFrame, attention: str) -> float | None:
     return None if part.is_empty() else part["mean"].mean()
 
 
-def beside_theirs(comparison: Comparison, by_layer: pl.DataFrame, entropy: pl.DataFrame,
-                  sweep: pl.DataFrame) -> pl.DataFrame:
+def beside_theirs(comparison: Comparison) -> pl.DataFrame:
     """measure, theirs, ours: the numbers of their Tables 1, 2 and 6 that our runs answer."""
-    tau_sweep = (kendall_tau(sweep["λ"].to_list(), sweep["influence_entropy"].to_list())
-                 if not sweep.is_empty() else None)
-    sparse = "sparsemax" if "sparsemax" in comparison.attentions else None
+    numbers = findings_numbers(comparison)
+    sparse = "sparsemax"
     rows = [
-        ("input-influence entropy, softmax (Table 1)", THEIRS["entropy_softmax"], _mean_entropy(entropy, SOFTMAX)),
-        ("input-influence entropy, sparsemax (Table 1)", THEIRS["entropy_sparsemax"],
-         _mean_entropy(entropy, sparse) if sparse else None),
-        ("Kendall τ, λ vs input-influence entropy (Table 2)", THEIRS["tau_lambda_entropy"], tau_sweep),
+        ("input-influence entropy, softmax (Table 1)", THEIRS["entropy_softmax"], numbers["entropy"].get(SOFTMAX)),
+        ("input-influence entropy, sparsemax (Table 1)", THEIRS["entropy_sparsemax"], numbers["entropy"].get(sparse)),
+        ("Kendall τ, λ vs input-influence entropy (Table 2)", THEIRS["tau_lambda_entropy"], numbers["tau_sweep"]),
         ("Kendall τ, attention vs input-gradient importance, softmax (Table 6)", THEIRS["tau_input_gradient_softmax"],
-         mean_tau(by_layer, SOFTMAX, "input_gradient")),
+         numbers["input"].get(SOFTMAX)),
         ("Kendall τ, attention vs input-gradient importance, sparsemax (Table 6)",
-         THEIRS["tau_input_gradient_sparsemax"], mean_tau(by_layer, sparse, "input_gradient") if sparse else None),
+         THEIRS["tau_input_gradient_sparsemax"], numbers["input"].get(sparse)),
         ("Kendall τ, attention vs importance of the layer's input vectors, softmax", None,
-         mean_tau(by_layer, SOFTMAX, "intermediate_gradient")),
+         numbers["intermediate"].get(SOFTMAX)),
         ("Kendall τ, attention vs importance of the layer's input vectors, sparsemax", None,
-         mean_tau(by_layer, sparse, "intermediate_gradient") if sparse else None),
+         numbers["intermediate"].get(sparse)),
     ]
+    ours = f"ours ({TASKS[comparison.task].folder}, MiniLM)"
     return pl.DataFrame({"measure": [row[0] for row in rows], "theirs (SST, Transformer)": [row[1] for row in rows],
-                         f"ours ({TASKS[comparison.task].folder}, MiniLM)": [row[2] for row in rows]},
-                        schema_overrides={"theirs (SST, Transformer)": pl.Float64,
-                                          f"ours ({TASKS[comparison.task].folder}, MiniLM)": pl.Float64})
+                         ours: [row[2] for row in rows]},
+                        schema_overrides={"theirs (SST, Transformer)": pl.Float64, ours: pl.Float64})
 
 
 # Verdict rules of the Findings rows (their paper gives ranges, not thresholds): "dispersed" = mean

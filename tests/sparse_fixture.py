@@ -34,7 +34,7 @@ def _add_tables(run: RunFolder, attention: str, sparseness: float, rng: np.rando
     for task in TASKS:
         cells = N_LAYERS * N_HEADS * len(KINDS)
         zero = np.clip(sparseness + rng.normal(0, 0.05, cells), 0, 0.95)
-        zero[_grid()["kind"].to_numpy() == "effective"] = 0.0  # A_eff of a sparse map is dense
+        zero[_grid()["kind"].to_numpy() == "effective"] = 0.0  # A_eff fills A's zeros in (where n > d_head)
         sparsity = pl.concat([
             _grid(measure=pl.lit("zero_share"), mean=pl.Series(zero)),
             _grid(measure=pl.lit("support_size"), mean=pl.Series((1 - zero) * np.mean(SEQ_LENS))),

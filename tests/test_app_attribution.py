@@ -138,3 +138,19 @@ def test_findings_answer_pascual_et_al_with_numbers_from_attribution_summary(fix
             .agg(pl.col("mean").mean()).sort("mean"))
     assert ours.startswith(f"mean JSD, best first: {label(best['kind'][0])} {best['mean'][0]:.3f}")
     assert verdict == "context"
+
+
+def test_explorer_names_the_attributed_examples_when_this_one_has_none(run_dir):
+    import polars as pl
+
+    from cache_fixture import open_page, problems
+    from precompute.store import RunFolder, Shard
+
+    run = RunFolder(run_dir)
+    maps = pl.read_parquet(run.part_files("attribution_maps", ["rte"]))
+    kept = maps["example_id"].min()
+    run.write_part("attribution_maps", "rte", maps.filter(pl.col("example_id") == kept), shard=Shard(), chunk=0)
+    other = maps["example_id"].max()
+    at = open_page("explorer", query={"task": "rte", "ex_task": "rte", "ex_example": str(other)})
+    assert problems(at) == []
+    assert any(f"stored for examples {kept} of rte" in caption.value for caption in at.caption)

@@ -32,7 +32,7 @@ def test_the_page_renders_every_section_without_problems(sparse_page):
 def test_zero_share_per_run_is_the_mean_of_its_summary(sparse_page, sparse_root):
     overview = sparse_page.dataframe[0].value
     for name, (attention, _) in RUNS.items():
-        summary = pl.read_parquet(sparse_root / name / "sparsity_summary" / "task=rte" / "*.parquet")
+        summary = pl.read_parquet(sparse_root / name / "sparsity_summary" / "task=sst2" / "*.parquet")
         expected = summary.filter(pl.col("kind") == "standard", pl.col("measure") == "zero_share")["mean"].mean()
         shown = overview.loc[overview["attention"] == attention, "zero share"].item()
         assert shown == pytest.approx(expected)
@@ -44,7 +44,7 @@ def test_lambda_sweep_tau_is_scipys_over_every_example(sparse_page, sparse_root)
         if attention == "softmax":
             continue
         lam = 0.0 if attention == "sparsemax" else float(attention.split(":")[1])
-        influence = pl.read_parquet(sparse_root / name / "layer_influence" / "task=rte" / "*.parquet")
+        influence = pl.read_parquet(sparse_root / name / "layer_influence" / "task=sst2" / "*.parquet")
         per_example = influence.group_by("example_id").agg(pl.col("entropy").mean())
         lams += [lam] * len(per_example)
         entropies += per_example["entropy"].to_list()
@@ -79,11 +79,11 @@ def test_findings_answer_meisters_claims_with_the_runs_numbers(sparse_root, monk
 
     monkeypatch.setenv("EFFATTN_DATA", str(sparse_root))
     run = load_run("fixture-softmax", discover_runs()["fixture-softmax"])
-    table = findings.findings(run, ("rte",))
+    table = findings.findings(run, ("sst2",))
     sparse_rows = table.filter(pl.col("paper").str.contains("Meister"))
     claims = " ".join(sparse_rows["claim"])
     assert "dispersed" in claims and "larger λ" in claims and "Sparsemax lowers" in claims
     sweep = sparse_rows.filter(pl.col("claim").str.contains("larger λ")).row(0, named=True)
-    comparison = next(c for c in sparse_views.comparisons() if c.task == "rte")
+    comparison = next(c for c in sparse_views.comparisons() if c.task == "sst2")
     tau = sparse_views.findings_numbers(comparison)["tau_sweep"]
     assert f"τ {tau:+.2f}" in sweep["ours"] and sweep["verdict"] == "holds"  # the fixture's entropy falls with λ

@@ -171,3 +171,16 @@ def test_torch_func_transforms_sparsemax_like_autograd():
         assert torch.allclose(got, expected, atol=1e-12)
     # and the gradient is the exact Jacobian of the projection, by finite differences
     assert torch.autograd.gradcheck(sparsemax, (scores.clone().requires_grad_(True),))
+
+
+def test_the_sparse_runs_caches_pass_the_schema(sparse_run):
+    from precompute.schema import TABLES
+    from precompute.store import check_schema_version
+
+    out, _ = sparse_run
+    tables = {path.parent.parent.name for path in out.glob("*/task=*/*.parquet")}
+    assert {"head_measures", "maps", "importance", "sparsity_summary", "layer_influence"} <= tables
+    for path in out.glob("*/task=*/*.parquet"):
+        check_schema_version(path)
+        table = path.parent.parent.name
+        assert dict(pl.read_parquet_schema(path)) == TABLES[table], path

@@ -114,6 +114,11 @@ st.caption("Labels are `position token` (B: marks the second sentence). Signed k
            "reset. Fewer kinds in the sidebar give larger panels."
            + (" The gradient attribution panel is the share of each input token in the head's output at that query, "
               "by Meister et al.'s recipe (a project-chosen definition; see the Attribution page)." if attribution is not None else ""))
+if attribution is None:
+    attributed = maps.attributed_examples(run, task)
+    if attributed:  # the run ships attribution maps for some explorer examples only (data/ size)
+        st.caption(f"Gradient attribution maps are stored for examples {', '.join(map(str, attributed))} of {task}: "
+                   "pick one of them to see the attribution beside the attention maps.")
 shown = measures.filter(pl.col("kind").is_in(selection.kinds))
 if not shown.is_empty():
     order = {kind: i for i, kind in enumerate(KINDS)}

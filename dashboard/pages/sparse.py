@@ -35,8 +35,10 @@ if not found:
             "(`--attention sparsegen:0.5` for sparsegen-lin), with the same other options as the softmax run.")
     st.stop()
 by_task = {comparison.task: comparison for comparison in found}
-task = st.pills("Task", list(by_task), default=next(iter(by_task)), required=True, key="sa_task", bind="query-params",
-                help="Tasks with runs of at least two attention maps")
+# SST-2 first: it is their SST, the others stand in for their data sets
+task = st.pills("Task", list(by_task), default="sst2" if "sst2" in by_task else next(iter(by_task)), required=True,
+                key="sa_task", bind="query-params", help="Tasks with runs of at least two attention maps; SST-2 is "
+                "their SST, the others stand in for IMDb and 20News")
 comparison = by_task[task]
 names = {run.name: f"{run.name} · {run.attention}" for run in comparison.runs}
 colors = {attention: color for attention, color in zip(
@@ -85,8 +87,9 @@ if not sparsity.is_empty():
     if panels:
         charts.show(charts.heatmaps(panels, cols=len(panels), height=110 + 24 * run.n_layers), grid,
                     f"zero_share_grid_{run_name}_{task}")
-        st.caption("Share of exactly-zero weights per layer × head for each kind of this run's maps: effective "
-                   "attention of a sparse map is no longer sparse; efficient attention is sparse by construction.")
+        st.caption("Share of exactly-zero weights per layer × head for each kind of this run's maps. Effective "
+                   "attention keeps the zeros of a sparse A only where n ≤ d_head (there A_eff = A); on longer "
+                   "inputs the projection fills them in. Efficient attention is sparse by construction.")
 
 st.subheader("Is input influence dispersed? (their Table 1)")
 entropy = sparse_views.influence_entropy(comparison)
@@ -153,7 +156,7 @@ else:
                f"sparsemax {THEIRS['tau_input_gradient_sparsemax']}.")
 
 st.subheader("Ours beside theirs")
-st.dataframe(sparse_views.beside_theirs(comparison, by_layer, entropy, sweep), hide_index=True)
+st.dataframe(sparse_views.beside_theirs(comparison), hide_index=True)
 st.caption(THEIR_SETUP + " Their attention is one distribution per example over the encoder states; ours is every "
            "head's [CLS] row, so the numbers compare in direction, not in size.")
 kinds.show_notes(comparison.runs[0], selection.kinds)
