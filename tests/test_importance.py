@@ -98,10 +98,11 @@ def importance_run(tmp_path_factory, glue_dir, tiny_bert_dir):
             "--analysis-examples", "5", "--map-examples", "1", "--efficient-examples", "2",
             "--attribution-examples", "1", "--importance-examples", "4", "--device", "cpu", "--threads", "1"]
     assert main(argv) == 0
-    return out
+    return out, argv
 
 
 def test_the_stage_compares_cls_rows_on_the_content_tokens(importance_run):
+    importance_run, _ = importance_run
     importance = pl.read_parquet(importance_run / "importance" / "**" / "*.parquet")
     examples = pl.read_parquet(importance_run / "examples" / "**" / "*.parquet")
     assert importance["example_id"].n_unique() == 4 and set(importance["target"]) == set(IMPORTANCE_TARGETS)
@@ -117,6 +118,7 @@ def test_the_stage_compares_cls_rows_on_the_content_tokens(importance_run):
 
 def test_the_summaries_are_the_means_of_the_rows(importance_run):
     """importance_summary is the mean of `importance`; sparsity_summary of softmax maps: no zeros, full support."""
+    importance_run, _ = importance_run
     importance = pl.read_parquet(importance_run / "importance" / "**" / "*.parquet")
     dispersion = pl.read_parquet(importance_run / "output_dispersion" / "**" / "*.parquet")
     assert dispersion["entropy"].drop_nulls().is_between(0, 1).all()
@@ -133,3 +135,19 @@ def test_the_summaries_are_the_means_of_the_rows(importance_run):
                            pl.col("head") == 0)["mean"].item()
     assert size == pytest.approx(pl.read_parquet(importance_run / "examples" / "**" / "*.parquet")["seq_len"].mean(),
                                  rel=1e-5)  # softmax rows support every real key
+
+
+def test_a_lost_chunk_is_recomputed_to_identical_rows(importance_run):
+    """Resume: the stage redoes exactly the chunks whose part is missing, to the same numbers."""
+    import shutil
+
+    from precompute.cli import main
+
+    out, argv = importance_run
+    parts = sorted((out / "importance" / "task=sst2").glob("*.parquet"))
+    before = pl.read_parquet(parts)
+    parts[-1].unlink()  # as if killed before the chunk's last table was written
+    shutil.rmtree(out / "stages" / "importance")
+    assert main(argv) == 0
+    after = pl.read_parquet(sorted((out / "importance" / "task=sst2").glob("*.parquet")))
+    assert after.equals(before)
