@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PAGES = ("overview", "patterns", "token_types", "special_tokens", "finetuning", "explorer", "cost")
+PAGES = tuple(sorted(path.stem for path in (REPO / "dashboard" / "pages").glob("*.py")))  # every page app.py routes
 TARGET_SECONDS = 1.0
 
 

@@ -14,7 +14,8 @@ and keeps the attribution maps of the map sample -> `attribution_maps`.
 
 Resumable like extract: fixed chunks of CHUNK_EXAMPLES, each writing `attribution_maps`,
 `layer_influence` and then `attribution`, each atomically; a chunk is done once its
-`attribution` part exists, so a killed run redoes at most one chunk, to identical parts.
+`attribution` part exists, so a killed run redoes at most one chunk, to identical parts
+(`run_chunked`, which the importance stage shares).
 The gradients dominate the cost (one backward per head × query objective, batched).
 """
 
@@ -80,15 +81,34 @@ def run_attribute(run: RunFolder, task: str, model_dir: str | Path, eval_frame: 
     chunk_examples: examples per part file; a resumed run must use the same value.
     fail_after_chunk: test hook, raise InjectedFailure right after writing that chunk.
     """
-    record_sample_size(run, task, "attribution", len(attribution_sample(eval_frame, config, Shard())))
-    if run.stage_done("attribute", task, shard):
+    return run_chunked(ATTRIBUTE, run, task, model_dir, eval_frame, config, shard, chunk_examples=chunk_examples,
+                       fail_after_chunk=fail_after_chunk)
+
+
+@dataclass(frozen=True)
+class ChunkedStage:
+    """A stage after extract that runs the fine-tuned classifier on a sample, chunk by chunk."""
+
+    name: str  # the stage ("attribute", "importance")
+    sample_table: str  # its main table: row_counts[task][f"{sample_table}_examples"] is the sample size
+    tables: tuple[str, ...]  # written per chunk in this order; the last one marks the chunk as done
+    sample: Callable[[pl.DataFrame, RunConfig, Shard], pl.DataFrame]  # (eval frame, config, shard) -> rows
+    # (classifier, task, rows, config, on_batch=...) -> {table: frame}; a table may be left out
+    compute: Callable[..., dict[str, pl.DataFrame]]
+
+
+def run_chunked(stage: ChunkedStage, run: RunFolder, task: str, model_dir: str | Path, eval_frame: pl.DataFrame,
+                config: RunConfig, shard: Shard, *, chunk_examples: int, fail_after_chunk: int | None = None) -> int:
+    """Compute this shard's chunks of `stage` that are not on disk yet; returns how many were written."""
+    record_sample_size(run, task, stage.sample_table, len(stage.sample(eval_frame, config, Shard())))
+    if run.stage_done(stage.name, task, shard):
         return 0
     if not run.stage_done("extract", task, shard):
         which = f"task {task}" + (f" shard {shard}" if shard.count > 1 else "")
         raise ConfigError(f"{which} has not been extracted in {run.root}: run with --stages extract (or without --stages) first")
-    sample = attribution_sample(eval_frame, config, shard)
+    sample = stage.sample(eval_frame, config, shard)
     chunks = [sample.slice(start, chunk_examples) for start in range(0, len(sample), chunk_examples)]
-    done = run.existing_chunks(CHUNK_TABLES[-1], task, shard)
+    done = run.existing_chunks(stage.tables[-1], task, shard)
     todo = [(chunk, chunks[chunk]) for chunk in range(len(chunks)) if chunk not in done]
     started = time.perf_counter()
     if todo:
@@ -96,15 +116,15 @@ def run_attribute(run: RunFolder, task: str, model_dir: str | Path, eval_frame: 
         with intra_op_threads(config.threads or os.cpu_count() or 1):
             classifier = load_classifier_of(model_dir, task, config)
             n_done = len(sample) - sum(len(rows) for _, rows in todo)
-            with tqdm(total=len(sample), initial=n_done, unit="ex", desc=f"attribute {task} {shard}") as bar:
+            with tqdm(total=len(sample), initial=n_done, unit="ex", desc=f"{stage.name} {task} {shard}") as bar:
                 for chunk, rows in todo:
-                    tables = attribute_chunk(classifier, task, rows, config, on_batch=bar.update)
-                    for table in CHUNK_TABLES:
-                        if table in tables:  # no maps outside the map sample
+                    tables = stage.compute(classifier, task, rows, config, on_batch=bar.update)
+                    for table in stage.tables:
+                        if table in tables:  # e.g. no attribution maps outside the map sample
                             run.write_part(table, task, tables[table], shard=shard, chunk=chunk)
                     if chunk == fail_after_chunk:
                         raise InjectedFailure(f"test hook: stopped after chunk {chunk}")
-    run.mark_stage_done("attribute", task, shard, seconds=time.perf_counter() - started)
+    run.mark_stage_done(stage.name, task, shard, seconds=time.perf_counter() - started)
     return len(todo)
 
 
@@ -144,6 +164,9 @@ def attribute_chunk(classifier: Classifier, task: str, rows: pl.DataFrame, confi
             on_batch(len(batch_rows))
     return {table: pl.concat(frames).with_columns(task=pl.lit(task)).sort(_KEYS[table])
             for table, frames in tables.items() if frames}
+
+
+ATTRIBUTE = ChunkedStage("attribute", "attribution", CHUNK_TABLES, attribution_sample, attribute_chunk)
 
 
 def _attribute_batch(classifier: Classifier, rows: pl.DataFrame, config: RunConfig) -> dict[str, pl.DataFrame | None]:

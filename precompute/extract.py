@@ -182,11 +182,14 @@ def texts_of(rows: pl.DataFrame) -> tuple[list[str], list[str | None] | None]:
     return rows["text_a"].to_list(), second_texts(rows)
 
 
-def encode(tokenizer, texts_a: list[str], texts_b: list[str | None] | None, config: RunConfig, *, padding: bool):
+def encode(tokenizer, texts_a: list[str], texts_b: list[str | None] | None, config: RunConfig, *, padding: bool,
+           **extra):
+    """The run's tokenisation (truncated to max_seq_len); padded batches as tensors. extra: more
+    tokenizer outputs (e.g. return_special_tokens_mask=True)."""
     return tokenizer(
         texts_a, texts_b,
         truncation=True, max_length=config.max_seq_len, padding=padding,
-        return_offsets_mapping=padding, return_tensors="pt" if padding else None,
+        return_offsets_mapping=padding, return_tensors="pt" if padding else None, **extra,
     )
 
 

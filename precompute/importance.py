@@ -12,26 +12,23 @@ encoder states — is compared with them by Kendall τ-b, for every kind extract
   uses the same keys), n_keys of them;
 - `output_dispersion`: normalised entropy (Shannon / log n_keys) of the input-gradient and
   leave-one-out rows of each example, over the same keys.
-Resumable like attribute: fixed chunks, `output_dispersion` then `importance` per chunk.
+Resumable like attribute (attribute.run_chunked): fixed chunks, `output_dispersion` then
+`importance` per chunk.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import time
 
 import numpy as np
 import polars as pl
 import torch
-from tqdm.auto import tqdm
 
 import effattn
-from precompute import ConfigError
 from precompute.agreement import kendall_tau_b
-from precompute.attribute import Classifier, load_classifier_of, record_sample_size
+from precompute.attribute import Classifier, ChunkedStage, run_chunked
 from precompute.config import RunConfig
-from precompute.extract import EXTRACT_THREADS, SAMPLED_KINDS, analysis_sample, intra_op_threads, kind_maps, texts_of
+from precompute.extract import EXTRACT_THREADS, SAMPLED_KINDS, analysis_sample, encode, intra_op_threads, kind_maps, texts_of
 from precompute.schema import IMPORTANCE_TARGETS
 from precompute.store import RunFolder, Shard
 
@@ -50,33 +47,12 @@ def importance_sample(eval_frame: pl.DataFrame, config: RunConfig, shard: Shard)
 def run_importance(run: RunFolder, task: str, model_dir, eval_frame: pl.DataFrame, config: RunConfig,
                    shard: Shard = Shard()) -> int:
     """Compute this shard's chunks that are not on disk yet; returns how many were written."""
-    record_sample_size(run, task, "importance", len(importance_sample(eval_frame, config, Shard())))
-    if run.stage_done("importance", task, shard):
-        return 0
-    if not run.stage_done("extract", task, shard):
-        raise ConfigError(f"task {task} has not been extracted in {run.root}: run with --stages extract first")
-    sample = importance_sample(eval_frame, config, shard)
-    chunks = [sample.slice(start, CHUNK_EXAMPLES) for start in range(0, len(sample), CHUNK_EXAMPLES)]
-    done = run.existing_chunks(CHUNK_TABLES[-1], task, shard)
-    todo = [chunk for chunk in range(len(chunks)) if chunk not in done]
-    started = time.perf_counter()
-    if todo:
-        with intra_op_threads(config.threads or os.cpu_count() or 1):
-            classifier = load_classifier_of(model_dir, task, config)
-            with tqdm(total=len(sample), initial=len(sample) - sum(len(chunks[c]) for c in todo), unit="ex",
-                      desc=f"importance {task} {shard}") as bar:
-                for chunk in todo:
-                    tables = importance_chunk(classifier, chunks[chunk], config, on_batch=bar.update)
-                    for table in CHUNK_TABLES:
-                        run.write_part(table, task, tables[table].with_columns(task=pl.lit(task)), shard=shard,
-                                       chunk=chunk)
-    run.mark_stage_done("importance", task, shard, seconds=time.perf_counter() - started)
-    return len(todo)
+    return run_chunked(IMPORTANCE, run, task, model_dir, eval_frame, config, shard, chunk_examples=CHUNK_EXAMPLES)
 
 
-def importance_chunk(classifier: Classifier, rows: pl.DataFrame, config: RunConfig, *,
+def importance_chunk(classifier: Classifier, task: str, rows: pl.DataFrame, config: RunConfig, *,
                      on_batch=None) -> dict[str, pl.DataFrame]:
-    """The `importance` and `output_dispersion` frames (without `task`) of some rows."""
+    """The `importance` and `output_dispersion` frames of some rows."""
     frames: dict[str, list[pl.DataFrame]] = {table: [] for table in CHUNK_TABLES}
     for start in range(0, len(rows), BATCH_SIZE):
         batch_rows = rows.slice(start, BATCH_SIZE)
@@ -84,13 +60,15 @@ def importance_chunk(classifier: Classifier, rows: pl.DataFrame, config: RunConf
             frames[table].append(frame)
         if on_batch is not None:
             on_batch(len(batch_rows))
-    return {table: pl.concat(parts).sort(_KEYS[table]) for table, parts in frames.items()}
+    return {table: pl.concat(parts).with_columns(task=pl.lit(task)).sort(_KEYS[table]) for table, parts in frames.items()}
+
+
+IMPORTANCE = ChunkedStage("importance", "importance", CHUNK_TABLES, importance_sample, importance_chunk)
 
 
 def _importance_batch(classifier: Classifier, rows: pl.DataFrame, config: RunConfig) -> dict[str, pl.DataFrame]:
     texts_a, texts_b = texts_of(rows)
-    encoding = classifier.tokenizer(texts_a, texts_b, truncation=True, max_length=config.max_seq_len, padding=True,
-                                    return_special_tokens_mask=True, return_tensors="pt")
+    encoding = encode(classifier.tokenizer, texts_a, texts_b, config, padding=True, return_special_tokens_mask=True)
     inputs = {name: encoding[name].to(classifier.device)
               for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoding}
     content = (encoding["special_tokens_mask"] == 0) & encoding["attention_mask"].bool()  # (batch, key)

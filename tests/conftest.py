@@ -56,3 +56,14 @@ def run_dir(tmp_path, monkeypatch):
     write_run(root / "minilm")
     monkeypatch.setenv("EFFATTN_DATA", str(root))
     return root / "minilm"
+
+
+def tiny_run_argv(task: str, out, glue_dir, model_dir, **options) -> list[str]:
+    """`python -m precompute` arguments for a seconds-long run of a tiny model on fixture GLUE
+    files; options (e.g. attribution_examples=2) add or override `--attribution-examples 2`."""
+    settings = {"max_train_examples": 8, "max_eval_examples": 6, "epochs": 1, "max_seq_len": 32, "device": "cpu",
+                "threads": 1, **options}
+    argv = ["--tasks", task, "--glue-dir", str(glue_dir), "--model", str(model_dir), "--out", str(out)]
+    for name, value in settings.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv

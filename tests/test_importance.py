@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import effattn
+from conftest import tiny_run_argv
 from effattn import output_importance
 from effattn.errors import InputShapeError
 from precompute.schema import IMPORTANCE_TARGETS
@@ -93,10 +94,8 @@ def importance_run(tmp_path_factory, glue_dir, tiny_bert_dir):
     from precompute.cli import main
 
     out = tmp_path_factory.mktemp("importance_run")
-    argv = ["--tasks", "sst2", "--glue-dir", str(glue_dir), "--model", str(tiny_bert_dir), "--out", str(out),
-            "--max-train-examples", "8", "--max-eval-examples", "6", "--epochs", "1", "--max-seq-len", "32",
-            "--analysis-examples", "5", "--map-examples", "1", "--efficient-examples", "2",
-            "--attribution-examples", "1", "--importance-examples", "4", "--device", "cpu", "--threads", "1"]
+    argv = tiny_run_argv("sst2", out, glue_dir, tiny_bert_dir, analysis_examples=5, map_examples=1,
+                         efficient_examples=2, attribution_examples=1, importance_examples=4)
     assert main(argv) == 0
     return out, argv
 

@@ -7,6 +7,7 @@ import sys
 import polars as pl
 import pytest
 
+from conftest import tiny_run_argv
 from precompute.cli import main
 from precompute.schema import SCHEMA_VERSION
 
@@ -58,10 +59,8 @@ def test_help_explains_the_carve_option():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, glue_dir, tiny_bert_dir):
     out = tmp_path_factory.mktemp("run")
-    argv = ["--tasks", "rte", "--glue-dir", str(glue_dir), "--model", str(tiny_bert_dir), "--out", str(out),
-            "--max-train-examples", "8", "--max-eval-examples", "6", "--epochs", "1", "--max-seq-len", "32",
-            "--analysis-examples", "4", "--map-examples", "2", "--attribution-examples", "2",
-            "--importance-examples", "3", "--device", "cpu", "--threads", "1"]
+    argv = tiny_run_argv("rte", out, glue_dir, tiny_bert_dir, analysis_examples=4, map_examples=2,
+                         attribution_examples=2, importance_examples=3)
     assert main(argv) == 0
     return out, argv
 

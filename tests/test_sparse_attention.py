@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import effattn
+from conftest import tiny_run_argv
 from effattn import parse_attention_map, set_attention_map, sparsegen_lin, sparsemax
 from effattn.errors import EffattnError
 from precompute.cli import main
@@ -125,10 +126,8 @@ def test_capture_and_attribution_see_the_sparse_map(tiny_bert_dir):
 @pytest.fixture(scope="module")
 def sparse_run(tmp_path_factory, glue_dir, tiny_bert_dir):
     out = tmp_path_factory.mktemp("sparse_run")
-    argv = ["--tasks", "rte", "--glue-dir", str(glue_dir), "--model", str(tiny_bert_dir), "--out", str(out),
-            "--max-train-examples", "8", "--max-eval-examples", "6", "--epochs", "1", "--max-seq-len", "32",
-            "--analysis-examples", "4", "--map-examples", "2", "--attribution-examples", "2", "--device", "cpu",
-            "--threads", "1", "--attention", "SPARSEMAX"]
+    argv = tiny_run_argv("rte", out, glue_dir, tiny_bert_dir, analysis_examples=4, map_examples=2,
+                         attribution_examples=2, attention="SPARSEMAX")
     assert main(argv) == 0
     return out, argv
 
