@@ -1,20 +1,27 @@
-"""Cost of effective attention relative to the forward pass it explains (issue 2).
+"""Cost of the public effattn calls relative to the forward pass they explain (issues 2 and 15).
 
-Prints one JSON line. `ratio` = (forward with attentions + effective attention of every head of
-every example) / (forward with attentions), MiniLM, batch 8, inputs padded to 128 as in the
-paper, computed inside the forward as capture does it (A_eff written into the layer's spent
-score buffer); `fresh_output_ratio` the same with A_eff in newly allocated memory, as a plain
-`effective_attention(attn, values, mask)` call does (the page faults of 6 MB per layer are
-visible here); `original_code_ratio` the same with the research code's padded method;
-`capture_ratio` the same for `capture_attention`, which also keeps each layer's masked A, V and
-rank. Times are medians of repeats in one process, each method interleaved with its own forward
-passes so machine noise hits both alike.
+Prints ONE JSON line. Two public paths, each timed against its own forward pass (same inputs,
+same threads, warm-up, medians of --repeats interleaved pairs, so that machine noise hits both):
 
-    python benchmarks/effective_overhead.py [--repeats 15] [--glue-dir ../shared/glue]
+- `capture_ratio`: `capture_attention(model, batch)` (the default outputs: masked A, V, A_eff,
+  rank, W_O and value norms of every layer) / `model(**batch, output_attentions=True)`;
+- `effective_ratio`: (that forward + `effective_attention(attn, values, mask)` of every layer on
+  the finished forward's tensors, fresh output) / that forward.
+
+Batch 8. Inputs are random word pieces: n real tokens each ("full"), or n padded with real
+lengths spread evenly over n/4..n ("padded"). Models: the embedded all-MiniLM-L6-v2 (6 × 12
+heads, d_head 32) over --lengths, and a randomly initialised BERT-base shape (12 × 12 heads,
+d_head 64) over --bert-lengths. The headline is MiniLM at n = 128, full and padded (the issue's
+goal: ≤ 1.10, and ≤ 1.15 up to n = 512). The machine's load average is printed before and after,
+because on a shared machine only ratios measured in one run mean anything.
+
+    python benchmarks/effective_overhead.py [--repeats 15] [--lengths 32,64,128,256,512]
+        [--bert-lengths 128,512] [--device cpu|cuda] [--dtypes float32,bfloat16] [--threads N]
 """
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -23,42 +30,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
 
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from effattn import capture_attention, effective_attention, original_code_effective_attention
-from effattn.routing import routed_attention
+from effattn import capture_attention, effective_attention
 from precompute.config import resolve_model
-from precompute.glue import dev_path, read_tsv
 
 BATCH, SEQ_LEN = 8, 128
-FALLBACK_PAIRS = [  # made-up pairs of RTE-like lengths, used when the GLUE files are not beside the repo
-    ("The committee approved the budget after a long debate about schools, roads and taxes, and "
-     "the mayor said that the new plan would cut waiting times at the two largest hospitals.",
-     "The budget was approved."),
-    ("She moved to Paris in 1998, where she opened a small bookshop near the river that sold "
-     "second-hand novels, maps and old postcards to students and tourists for twenty years, "
-     "before handing it over to her nephew and retiring to a village in the south.",
-     "She owns a bookshop."),
-    ("Heavy rain flooded the valley on Tuesday.", "The valley was flooded."),
-    ("According to the report released by the ministry on Friday, exports of wheat, barley and "
-     "maize fell by nearly a third in the first half of the year, mainly because of the drought "
-     "that hit the northern provinces, while imports of fertiliser and fuel rose sharply over the "
-     "same period, widening the trade deficit to its highest level in a decade and putting "
-     "further pressure on the currency, which has lost a fifth of its value since January.",
-     "Wheat exports fell."),
-] * 2
+PADDINGS = ("full", "padded")
 
 
-def sentence_pairs(glue_dir: Path) -> list[tuple[str, str]]:
-    path = dev_path(glue_dir, "rte")
-    if not path.exists():
-        return FALLBACK_PAIRS
-    return read_tsv("rte", path).head(BATCH).select("text_a", "text_b").rows()
+DEVICE = ["cpu"]  # set by main; timed() synchronises CUDA
 
 
 def timed(function) -> float:
+    if DEVICE[0] == "cuda":
+        torch.cuda.synchronize()
     started = time.perf_counter()
     function()
+    if DEVICE[0] == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
@@ -73,74 +63,111 @@ def interleaved_medians(runs: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def parse_args(doc: str):
-    """--repeats and --glue-dir, shared by the benchmarks that time a MiniLM batch."""
+def parse_args(doc: str, argv=None):
+    """Options shared with benchmarks/norm_weighted.py."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--glue-dir", type=Path,
                         default=Path(__file__).resolve().parents[1].parent / "shared" / "glue")
-    return parser.parse_args()
+    parser.add_argument("--lengths", default="32,64,128,256,512", help="MiniLM sequence lengths")
+    parser.add_argument("--bert-lengths", default="128,512", help="BERT-base-shape lengths ('' for none)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtypes", default="float32", help="comma-separated: float32, bfloat16, float16")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    return parser.parse_args(argv)
 
 
-def minilm_batch(glue_dir: Path):
-    """(the embedded MiniLM with eager attention, a batch of BATCH RTE pairs padded to SEQ_LEN)."""
+def minilm_model():
     path = resolve_model("minilm")
-    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
-    pairs = sentence_pairs(glue_dir)
-    batch = AutoTokenizer.from_pretrained(path)(
-        [a for a, _ in pairs], [b for _, b in pairs], padding="max_length", max_length=SEQ_LEN,
-        truncation=True, return_tensors="pt")
-    return model, batch
+    return AutoModel.from_pretrained(path, attn_implementation="eager").eval(), AutoTokenizer.from_pretrained(path)
 
 
-def main() -> None:
-    args = parse_args(__doc__)
-    model, batch = minilm_batch(args.glue_dir)
+def minilm_batch(glue_dir: Path | None = None):
+    """(MiniLM with eager attention, a padded batch of BATCH inputs of SEQ_LEN positions), as
+    benchmarks/norm_weighted.py uses it."""
+    model, tokenizer = minilm_model()
+    return model, random_batch(tokenizer.vocab_size, SEQ_LEN, "padded", "cpu")
 
+
+def bert_base_model():
+    torch.manual_seed(0)
+    # BERT-base: 12 layers × 12 heads, d_model 768, 512 positions
+    return BertModel._from_config(BertConfig(), attn_implementation="eager").eval()
+
+
+def random_batch(vocab_size: int, n: int, padding: str, device: str) -> dict[str, torch.Tensor]:
+    """BATCH random word-piece sequences of n positions, [CLS]-like first token; "padded": real
+    lengths spread evenly over n/4..n (right padding)."""
+    generator = torch.Generator().manual_seed(n)
+    input_ids = torch.randint(1000, vocab_size, (BATCH, n), generator=generator)
+    if padding == "full":
+        lengths = [n] * BATCH
+    else:
+        lengths = torch.linspace(max(n // 4, 2), n, BATCH).round().long().tolist()
+    mask = (torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]).long()
+    input_ids = input_ids * mask
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
+            "token_type_ids": torch.zeros_like(input_ids).to(device)}
+
+
+def measure(model, batch: dict, repeats: int) -> dict:
+    """capture and effective ratios of one model on one batch, each paired with its forward."""
     def forward():
         with torch.no_grad():
-            model(**batch, output_attentions=True)
+            return model(**batch, output_attentions=True)
 
-    def with_each_layer(method):
-        def handler(attn, values, key_mask, spare):
-            method(attn, values, key_mask, spare)  # every head and example, then dropped
-            return attn
+    layers = capture_attention(model, batch).layers  # the finished forward's tensors: A, V, mask
+    tensors = [(layer.attn, layer.values, batch["attention_mask"]) for layer in layers]
+    identity_error = max(((attn_eff @ values - attn @ values).abs().max() / (attn @ values).abs().max()).item()
+                         for (attn, values, _), attn_eff in
+                         zip(tensors, (layer.attn_eff for layer in layers)))
+    del layers
 
-        def run():
-            with torch.no_grad(), routed_attention(model, handler):
-                model(**batch, output_attentions=True)
-        return run
+    def effective_of_every_layer():
+        for attn, values, mask in tensors:
+            effective_attention(attn, values, mask)
 
-    identity_error = 0.0
-    for layer in capture_attention(model, batch).layers:
-        output = layer.attn @ layer.values
-        error = (layer.attn_eff @ layer.values - output).abs().max() / output.abs().max()
-        identity_error = max(identity_error, error.item())
+    capture = interleaved_medians({"forward": forward, "capture": lambda: capture_attention(model, batch)}, repeats)
+    effective = interleaved_medians({"forward": forward, "effective": effective_of_every_layer}, repeats)
+    return {"forward_s": round(capture["forward"], 5),
+            "capture_ratio": round(capture["capture"] / capture["forward"], 4),
+            "effective_ratio": round(1 + effective["effective"] / effective["forward"], 4),
+            "max_identity_error": float(f"{identity_error:.3g}")}
 
-    methods = {"effective": with_each_layer(
-                   lambda attn, values, mask, spare: effective_attention(attn, values, mask, out=spare)),
-               "fresh_output": with_each_layer(
-                   lambda attn, values, mask, spare: effective_attention(attn, values, mask)),
-               "original_code": with_each_layer(
-                   lambda attn, values, mask, spare: original_code_effective_attention(attn, values, mask)),
-               "capture": lambda: capture_attention(model, batch)}
-    # Each method is timed in a phase of its own, interleaved with its own forward passes: the
-    # methods allocate differently (the research code's padded SVDs most of all), and what one
-    # leaves in the allocator and caches would otherwise slow whichever runs next.
-    ratio, forward_s, method_s = {}, [], {}
-    for name, method in methods.items():
-        median = interleaved_medians({"forward": forward, name: method}, args.repeats)
-        ratio[name] = round(median[name] / median["forward"], 4)
-        forward_s.append(median["forward"])
-        method_s[name] = median[name]
+
+def main(argv=None) -> None:
+    args = parse_args(__doc__, argv)
+    DEVICE[0] = args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    minilm, tokenizer = minilm_model()
+    shapes = [("all-MiniLM-L6-v2", minilm, [int(n) for n in args.lengths.split(",") if n])]
+    if args.bert_lengths:
+        shapes.append(("bert-base-shape (random weights)", bert_base_model(),
+                       [int(n) for n in args.bert_lengths.split(",") if n]))
+    table = []
+    for dtype_name in args.dtypes.split(","):
+        dtype = getattr(torch, dtype_name)
+        for name, model, lengths in shapes:
+            model = model.to(args.device, dtype)
+            for n in lengths:
+                for padding in PADDINGS:
+                    batch = random_batch(tokenizer.vocab_size, n, padding, args.device)
+                    row = {"model": name, "dtype": dtype_name, "n": n, "padding": padding,
+                           **measure(model, batch, args.repeats)}
+                    print(json.dumps(row), file=sys.stderr)  # progress, one row at a time
+                    table.append(row)
+    headline = {row["padding"]: row for row in table
+                if row["model"] == "all-MiniLM-L6-v2" and row["n"] == SEQ_LEN and row["dtype"] == "float32"}
     print(json.dumps({
-        "model": "all-MiniLM-L6-v2", "batch": BATCH, "seq_len": SEQ_LEN,
-        "real_tokens": batch["attention_mask"].sum(-1).tolist(), "threads": torch.get_num_threads(),
-        "repeats": args.repeats, "forward_s": round(statistics.median(forward_s), 5),
-        "effective_s": round(method_s["effective"], 5), "ratio": ratio["effective"],
-        "fresh_output_ratio": ratio["fresh_output"],
-        "original_code_ratio": ratio["original_code"], "capture_ratio": ratio["capture"],
-        "max_abs_identity_error": identity_error,
+        "benchmark": "effective_overhead", "device": args.device, "batch": BATCH, "repeats": args.repeats,
+        "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "capture_ratio_n128": {padding: row["capture_ratio"] for padding, row in headline.items()},
+        "effective_ratio_n128": {padding: row["effective_ratio"] for padding, row in headline.items()},
+        "table": table,
     }))
 
 

@@ -2,7 +2,7 @@
 
 Prints one JSON line. `ratio` = (forward with attentions + the norm-weighted map of every head of
 every example: ‖f(x_j)‖ from V and the head's W_O, then α_ij‖f(x_j)‖ divided by its row sums, as
-the `norm` kind stores it) / (forward with attentions), MiniLM, batch 8, RTE pairs padded to 128.
+the `norm` kind stores it) / (forward with attentions), MiniLM, batch 8, random word pieces padded to 128 (real lengths 32..128).
 Medians of repeats interleaved with the plain forward, as in effective_overhead.py.
 
     python benchmarks/norm_weighted.py [--repeats 15] [--glue-dir ../shared/glue]

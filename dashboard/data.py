@@ -22,13 +22,13 @@ import streamlit as st
 from dashboard import remote
 from dashboard.errors import DashboardError, NoCachesError
 from precompute import CacheError
-from precompute.schema import SCHEMA_VERSION, TABLES, TASKS
-from precompute.store import RunFolder, check_schema_version
+from precompute.checks import inspect_part, manifest_fix, part_fix, validate_manifest
+from precompute.schema import TABLES, TASKS
+from precompute.store import PART_NAME, RunFolder, Shard
 
 DATA_ENV = "EFFATTN_DATA"
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 REMOTE_TTL_SECONDS = 300  # how long a remote listing or manifest is trusted before re-fetching
-RERUN = "re-run `python -m precompute ... --force`"
 _TASK_TABLES = ("metrics", "examples", "head_summary")  # any of these means a task has results
 
 
@@ -106,32 +106,32 @@ def _mtime(path: Path) -> tuple[str, int, int]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _parse_manifest(path: str, stamp: tuple) -> dict:
+    """manifest.json checked like precompute checks it (an object of this schema version, fields
+    of the right types), so pages may trust its shape."""
     try:
         return RunFolder(Path(path).parent).read_manifest()
     except CacheError as error:
         raise DashboardError(str(error)) from None
-    except OSError:  # read_manifest converts only bad JSON; an unreadable file must still be named
-        raise DashboardError(f"cache {path} is not valid JSON: {RERUN}") from None
 
 
 @st.cache_data(ttl=REMOTE_TTL_SECONDS, show_spinner=False)
 def _remote_manifest(url: str) -> dict:
+    where = remote.join(url, "manifest.json")
     try:
-        return json.loads(remote.fetch(remote.join(url, "manifest.json")) or b"")
+        return validate_manifest(json.loads(remote.fetch(where) or b""), where)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise DashboardError(f"cache {remote.join(url, 'manifest.json')} is not valid JSON: {RERUN}") from None
+        raise DashboardError(f"cache {where} is not valid JSON: {manifest_fix(url)}") from None
+    except CacheError as error:
+        raise DashboardError(str(error)) from None
 
 
 def load_run(name: str, location: str) -> Run:
-    """The run at ``location`` with its manifest checked for the schema version."""
+    """The run at ``location`` with its manifest checked (schema version, shape)."""
     if remote.is_url(location):
-        manifest, where = _remote_manifest(location), remote.join(location, "manifest.json")
+        manifest = _remote_manifest(location)
     else:
         path = Path(location) / "manifest.json"
-        manifest, where = _parse_manifest(str(path), _mtime(path)), str(path)
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:  # read_manifest accepts a manifest without a version; the dashboard does not
-        raise DashboardError(f"cache {where} has schema version {version}, this effattn reads {SCHEMA_VERSION}: {RERUN}")
+        manifest = _parse_manifest(str(path), _mtime(path))
     if not manifest.get("tasks"):
         manifest = {**manifest, "tasks": _tasks_on_disk(location)}
     return Run(name, location, manifest)
@@ -176,8 +176,8 @@ def _read(files: tuple[tuple[str, int, int], ...], table: str, columns: tuple[st
     """Scan ``files`` lazily, push ``where`` and ``columns`` down, collect. Keyed on mtimes."""
     paths = [path for path, _, _ in files]
     schema = TABLES.get(table)
-    for path in paths if schema is not None else ():  # files outside the schema carry no version
-        _check(path)
+    if schema is not None:  # files outside the schema (read_file) carry no version
+        _check_parts(files, table)
     if not paths:
         return pl.DataFrame(schema=schema or {})
     try:
@@ -191,14 +191,47 @@ def _read(files: tuple[tuple[str, int, int], ...], table: str, columns: tuple[st
         return frame.collect()
     except (pl.exceptions.PolarsError, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DashboardError(f"cache {Path(paths[0]).parent.parent} ({table}) cannot be read ({first_line}): {RERUN}") from None
+        root = Path(paths[0]).parent.parent.parent
+        raise DashboardError(f"cache {Path(paths[0]).parent.parent} ({table}) cannot be read ({first_line}): run "
+                             f"`python -m precompute --verify {root}`, which names the broken part and the command that "
+                             "redoes it") from None
 
 
-def _check(path: str) -> None:
-    try:
-        check_schema_version(Path(path))
-    except CacheError as error:
-        raise DashboardError(str(error)) from None
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _part_facts(path: str, mtime_ns: int, size: int, table: str) -> tuple[str | None, str | None]:
+    """(what is wrong with the part's footer, or None; its footer digest), keyed on mtime and size."""
+    footer, fault = inspect_part(Path(path), table)
+    return fault, None if footer is None else footer.digest
+
+
+def _check_parts(files: tuple[tuple[str, int, int], ...], table: str) -> None:
+    """A DashboardError naming the first part that is broken (docs/SCHEMA.md: version, columns,
+    dtypes), stray, a copy of another, or of a second shard layout (the same rows twice)."""
+    copies: dict[str | None, Path] = {}  # footer digest -> the part that has it
+    layouts: dict[tuple[str, int], Path] = {}  # (task folder, shard count) -> a part of that layout
+    for path, mtime_ns, size in files:
+        fault, digest = _part_facts(path, mtime_ns, size, table)
+        fault, deleted = (fault, "the broken part") if fault else _surplus(Path(path), digest, copies, layouts)
+        if fault is not None:
+            raise DashboardError(f"cache {path} {fault}: {part_fix(Path(path), deleted)}")
+
+
+def _surplus(part: Path, digest: str | None, copies: dict, layouts: dict) -> tuple[str | None, str]:
+    """(why a readable part should not be there, what a rerun deletes), or (None, ""), in which
+    case the part is remembered for the next ones."""
+    match = PART_NAME.fullmatch(part.name)
+    shard = Shard.from_label(match["shard"]) if match else None
+    if shard is None:
+        return "has a name precompute never writes (a copy?)", "the stray part"
+    if digest in copies:
+        return f"is a byte-identical copy of {copies[digest].name}", "both copies"
+    other = next((seen for (task, count), seen in layouts.items() if task == part.parent.name and count != shard.count),
+                 None)
+    if other is not None:
+        return f"is of a {shard.count}-shard layout but {other.name} is not (the same rows twice?)", "the stale layout"
+    copies[digest] = part
+    layouts.setdefault((part.parent.name, shard.count), part)
+    return None, ""
 
 
 def read(run: Run, table: str, *, tasks: tuple[str, ...] | None = None, columns: tuple[str, ...] | None = None,

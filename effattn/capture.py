@@ -5,8 +5,8 @@ from typing import Any, Callable
 
 import torch
 
-from .effective import decompose_attention
-from .errors import UnsupportedModelError
+from .effective import check_mask_values, decompose_attention
+from .errors import InputShapeError, UnsupportedModelError
 from .norm_weighted import head_output_weights, output_projections, transformed_value_norms
 from .routing import routed_attention
 
@@ -57,6 +57,7 @@ def capture_attention(model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
     With `on_layer`, each LayerCapture goes to the callback as soon as its layer has run and is
     then dropped, so at most one layer's extra tensors are alive beyond what the callback keeps.
     """
+    _check_batch(batch)
     kept: list[LayerCapture] = []
     projections = _output_projections_or_none(model)
 
@@ -91,6 +92,20 @@ def capture_attention(model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
             f"{len(projections)} output projections, so W_O cannot be matched to layers: use a "
             "BERT-family, DistilBERT or MPNet encoder")
     return CaptureResult(output=output, layers=tuple(kept))
+
+
+def _check_batch(batch: dict[str, torch.Tensor]) -> None:
+    """Fail before the forward pass where the model would fail inside it (transformers cannot
+    reshape zero examples or zero tokens into heads) or where a mask value is not 0/1."""
+    for name in ("input_ids", "inputs_embeds", "attention_mask"):
+        tensor = batch.get(name)
+        if isinstance(tensor, torch.Tensor) and tensor.ndim >= 2 and 0 in tensor.shape[:2]:
+            raise InputShapeError(
+                f"{name} must hold at least one example of at least one token, got shape "
+                f"{tuple(tensor.shape)}: skip empty batches before capture_attention")
+    mask = batch.get("attention_mask")
+    if isinstance(mask, torch.Tensor):
+        check_mask_values(mask)
 
 
 def _output_projections_or_none(model: torch.nn.Module):

@@ -3,18 +3,20 @@
 Shapes (one vocabulary across effattn):
     attn        (..., query, key)   attention probabilities; leading dims usually (batch, head)
     values      (..., key, d_head)  the head's value vectors
-    attention_mask (batch, key)     1 = real token, 0 = padding
+    attention_mask (batch, key)     1 = real token, 0 = padding (bool, or integers/floats 0 and 1)
 For one example with n real tokens, let Q (n × rank) be an orthonormal basis of the column space
 of its unpadded V. Then attn_eff = A Q Qᵀ and attn_null = A − attn_eff (METHODS.md §1): rows of
 attn_null lie in the left null space of V, so attn_eff @ V == attn @ V. Every example is
 computed on its own real block; padded rows and columns of the results are 0.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from .errors import InputShapeError, NotAProbabilityError
+from .numerics import row_sum_tolerance
 from .value_basis import certified_tall_bases, value_basis
 
 try:  # numba compiles the CPU fast path; without it the same arithmetic runs as torch ops
@@ -23,11 +25,6 @@ except ImportError:
     fused_bases = None
 
 __all__ = ["AttentionDecomposition", "decompose_attention", "effective_attention"]
-
-# Attention rows must sum to 1 within this; looser than float32 rounding, far tighter than any
-# tensor that is not a softmax output.
-ROW_SUM_TOLERANCE = 1e-3
-
 
 @dataclass(frozen=True)
 class AttentionDecomposition:
@@ -67,19 +64,42 @@ def check_inputs(attn, values, attention_mask) -> None:
         raise InputShapeError(
             f"attention_mask must be (batch, key) = ({attn.shape[0]}, {attn.shape[-1]}), got "
             f"{tuple(attention_mask.shape)}: pass the tokenizer's attention_mask for this batch")
+    if attention_mask is not None:
+        check_mask_values(attention_mask)
 
 
-def _check_row_error(row_error: float) -> None:
-    """row_error: the largest |sum over real keys − 1| of any real query row."""
-    if not row_error <= ROW_SUM_TOLERANCE:  # nan fails too
+def check_mask_values(attention_mask: torch.Tensor) -> None:
+    """A mask must mark each key real (1/True) or padding (0/False): any other value would
+    give a negative or inflated count of real tokens."""
+    if attention_mask.dtype == torch.bool:
+        return
+    binary = (attention_mask == 0) | (attention_mask == 1)
+    if not bool(binary.all()):
+        bad = attention_mask[~binary].flatten()[0].item()
+        raise InputShapeError(
+            f"attention_mask must hold only 0 and 1 (or False and True), got {bad!r}: pass the "
+            "tokenizer's attention_mask (1 = real token, 0 = padding), e.g. mask.bool()")
+
+
+def _check_row_error(row_error: float, dtype: torch.dtype) -> None:
+    """row_error: the largest |sum over real keys − 1| of any real query row, summed in float64;
+    dtype: the attention's, whose rounding the tolerance allows for (numerics.py)."""
+    if not row_error <= row_sum_tolerance(dtype):  # nan fails too
         raise NotAProbabilityError(
             f"attention rows must sum to 1 over real keys, but one is off by {row_error:.3g}: "
             "pass softmax probabilities (eval mode, no dropout), not scores or averaged maps")
 
 
-def _check_rows_sum_to_one(row_sums: torch.Tensor) -> None:
-    """row_sums: any shape, each a query row's sum over the real keys."""
-    _check_row_error((row_sums - 1).abs().max().item())
+def _check_rows_sum_to_one(row_sums: torch.Tensor, dtype: torch.dtype | None = None) -> None:
+    """row_sums: any shape, each a query row's sum over the real keys (best in float64); dtype:
+    the attention's own, if it differs from row_sums'."""
+    if row_sums.numel():
+        _check_row_error((row_sums.double() - 1).abs().max().item(), dtype or row_sums.dtype)
+
+
+def _row_sums(attn_block: torch.Tensor) -> torch.Tensor:
+    """Each row's sum in float64: a sum in bfloat16 or float16 would add n roundings of its own."""
+    return attn_block.sum(-1, dtype=torch.float64)
 
 
 def _check_out(out, attn) -> None:
@@ -100,9 +120,10 @@ def _real_block_indices(attention_mask: torch.Tensor):
     """Per example, (rows, block) indexing its real tokens in (head, n, ·) and (head, n, n)
     tensors: plain slices when they form a prefix (the usual right padding), index tensors
     otherwise. Also returns the real lengths and which examples are prefixes, as lists."""
+    attention_mask = attention_mask.bool()  # 0/1 integers or floats count like False/True
     lengths = attention_mask.sum(-1)
     positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    prefix = ((positions < lengths[:, None]) == attention_mask.bool()).all(-1).tolist()
+    prefix = ((positions < lengths[:, None]) == attention_mask).all(-1).tolist()
     indices, lengths = [], lengths.tolist()
     for example, (n_real, is_prefix) in enumerate(zip(lengths, prefix)):
         if is_prefix:
@@ -114,16 +135,26 @@ def _real_block_indices(attention_mask: torch.Tensor):
     return indices, lengths, prefix
 
 
+def _projected(attn_block: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """A Q Qᵀ for attn_block (m, n, n) and basis (m, n, k). bfloat16 and float16 products run
+    in float32 on the CPU, which has no fast kernels for them (~10× slower at n = 2048), and
+    are rounded to the input's dtype once."""
+    if attn_block.device.type == "cpu" and attn_block.dtype in (torch.bfloat16, torch.float16):
+        basis32 = basis.float()
+        return ((attn_block.float() @ basis32) @ basis32.mT).to(attn_block.dtype)
+    return (attn_block @ basis) @ basis.mT
+
+
 def _decompose_block(attn_block, values_block, check_rows):
     """One example's real block: attn_block (m, n, n), values_block (m, n, d_head)."""
     if check_rows:
-        _check_rows_sum_to_one(attn_block.sum(-1))
+        _check_rows_sum_to_one(_row_sums(attn_block), attn_block.dtype)
     basis, rank = value_basis(values_block)
     # A head whose V has full row rank has a trivial null space: A_eff is A, exactly.
     identifiable = rank == attn_block.shape[-1]
     if bool(identifiable.all()):
         return attn_block, rank
-    attn_eff = (attn_block @ basis) @ basis.mT
+    attn_eff = _projected(attn_block, basis)
     if bool(identifiable.any()):
         attn_eff = torch.where(identifiable[:, None, None], attn_block, attn_eff)
     return attn_eff, rank
@@ -142,8 +173,9 @@ def _fused_cpu_applies(attn, values) -> bool:
     """The compiled CPU pass takes float32 and float64 and is not differentiable: other dtypes
     and inputs needing gradients take torch ops."""
     needs_grad = torch.is_grad_enabled() and (attn.requires_grad or values.requires_grad)
+    # Empty inputs (no examples, heads, tokens or value dimensions) have nothing to compile for.
     return (fused_bases is not None and attn.device.type == "cpu" and not needs_grad
-            and attn.dtype in (torch.float32, torch.float64))
+            and attn.dtype in (torch.float32, torch.float64) and values.numel() > 0)
 
 
 def _decompose(attn, values, attention_mask, check_rows, keep_attn, out):
@@ -153,11 +185,12 @@ def _decompose(attn, values, attention_mask, check_rows, keep_attn, out):
     leading, n, d_head = attn.shape[:-2], attn.shape[-1], values.shape[-1]
     if attention_mask is None:  # one unpadded example whose "heads" are all leading matrices
         attention_mask = torch.ones(1, n, dtype=torch.bool, device=attn.device)
-        batch = 1
+        batch, heads = 1, math.prod(leading)
     else:
-        batch = attn.shape[0]
-    per_example = attn.reshape(batch, -1, n, n)          # (batch, heads…, query, key)
-    values_per_example = values.reshape(batch, -1, n, d_head)
+        batch, heads = attn.shape[0], math.prod(leading[1:])
+    # heads spelt out, not -1: reshape cannot infer it when batch, n or d_head is 0
+    per_example = attn.reshape(batch, heads, n, n)       # (batch, heads, query, key)
+    values_per_example = values.reshape(batch, heads, n, d_head)
     indices, lengths, prefix = _real_block_indices(attention_mask)
     attn_eff = torch.empty_like(per_example) if out is None else out.view(per_example.shape)
     # Examples longer than d_head get a certified basis from one batched pass: compiled on the
@@ -169,7 +202,7 @@ def _decompose(attn, values, attention_mask, check_rows, keep_attn, out):
                                                   prefix, attn_eff)
         prepared = prefix
         if check_rows:
-            _check_row_error(float(row_error.max(initial=0.0)))
+            _check_row_error(float(row_error.max(initial=0.0)), attn.dtype)
         every_certified = certified.all(-1).tolist()
         finished = [every_certified[example] and length <= d_head
                     for example, length in enumerate(lengths)]
@@ -199,18 +232,35 @@ def _decompose(attn, values, attention_mask, check_rows, keep_attn, out):
                 attn_block, values_per_example[example][rows], check_rows and not prepared[example])
             continue
         if check_rows and not prepared[example]:  # checked once for the whole batch below
-            row_sums.append(attn_block.sum(-1).flatten())
-        attn_eff[example][block] = (attn_block @ basis) @ basis.mT
+            row_sums.append(_row_sums(attn_block).flatten())
+        attn_eff[example][block] = _projected(attn_block, basis)
     if row_sums:
-        _check_rows_sum_to_one(torch.cat(row_sums))
-    n_real = torch.tensor(lengths, device=attn.device)[:, None].expand(rank.shape)
-    attn_real = None
-    if keep_attn:
-        real = attention_mask.bool()
-        attn_real = attn if real.all() else torch.where(
-            (real[:, :, None] & real[:, None, :])[:, None], per_example, 0).reshape(attn.shape)
+        _check_rows_sum_to_one(torch.cat(row_sums), attn.dtype)
+    n_real = torch.tensor(lengths, dtype=torch.int64, device=attn.device)  # int64 even if empty
+    n_real = n_real[:, None].expand(rank.shape)
+    attn_real = (_restricted_to_real_blocks(attn, per_example, attention_mask, lengths, prefix)
+                 if keep_attn else None)
     return (attn_real, attn_eff.reshape(attn.shape), rank.reshape(leading),
             n_real.reshape(leading))
+
+
+def _restricted_to_real_blocks(attn, per_example, attention_mask, lengths, prefix):
+    """attn with each example's padded rows and columns set to 0 (attn itself when none are).
+
+    Right-padded examples are a copy with two slices zeroed: a quarter of the time of a
+    broadcast torch.where over the whole batch, which was most of capture's cost on padded batches."""
+    n = per_example.shape[-1]
+    if all(is_prefix and length == n for length, is_prefix in zip(lengths, prefix)):
+        return attn
+    restricted = per_example.clone()
+    for example, (length, is_prefix) in enumerate(zip(lengths, prefix)):
+        if is_prefix:
+            restricted[example, :, length:] = 0
+            restricted[example, :, :length, length:] = 0
+        else:
+            real = attention_mask[example].bool()
+            restricted[example].mul_((real[:, None] & real[None, :]).to(restricted.dtype))
+    return restricted.reshape(attn.shape)
 
 
 def effective_attention(attn: torch.Tensor, values: torch.Tensor,

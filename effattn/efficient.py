@@ -26,6 +26,8 @@ ops: on this project's 2-core CPU under load, each torch op large enough for two
 measured waiting ~16 ms for the second one, longer than the whole solve of a layer.
 """
 
+import math
+
 import numpy as np
 import torch
 
@@ -44,9 +46,10 @@ ONES_IN_SPAN = 1e-9
 SOLVED, SOLVED_BY_FALLBACK, UNSOLVED, NOT_SOLVED_FOR = 0, 1, 2, -1
 
 
-def _check_probabilities(attn64: np.ndarray) -> None:
-    """attn64 (m, n, n) float64, one example's real block: rows must be distributions."""
-    _check_rows_sum_to_one(torch.from_numpy(attn64.sum(-1)))
+def _check_probabilities(attn64: np.ndarray, input_dtype: torch.dtype) -> None:
+    """attn64 (m, n, n) float64, one example's real block: rows must be distributions, judged
+    at the precision of the attention's own dtype (input_dtype)."""
+    _check_rows_sum_to_one(torch.from_numpy(attn64.sum(-1)), input_dtype)
     if attn64.min() < 0:
         raise NotAProbabilityError(
             f"attention rows must be non-negative, but one holds {attn64.min():.3g}: pass "
@@ -112,7 +115,7 @@ def _efficient_block(attn_block: np.ndarray, values_block: np.ndarray, input_dty
     (m, n) int8)."""
     m, n, _ = attn_block.shape
     attn64 = attn_block.astype(np.float64)
-    _check_probabilities(attn64)
+    _check_probabilities(attn64, input_dtype)
     values64 = values_block.astype(np.float64)
     _check_finite(values64)
     basis, ranks = constraint_basis(values64, input_dtype)
@@ -137,12 +140,15 @@ def efficient_attention_with_status(attn: torch.Tensor, values: torch.Tensor,
     """efficient_attention and the status (..., query) int8 of each row: 0 solved, 1 solved by
     the fallback, 2 unsolved (left as A's row), −1 not solved for (A itself, or padding)."""
     check_inputs(attn, values, attention_mask)
-    n, d_head = attn.shape[-1], values.shape[-1]
+    leading, n, d_head = attn.shape[:-2], attn.shape[-1], values.shape[-1]
     if attention_mask is None:  # one unpadded example whose "heads" are all leading matrices
         attention_mask = torch.ones(1, n, dtype=torch.bool, device=attn.device)
-    batch = attention_mask.shape[0]
-    per_example = _as_numpy(attn).reshape(batch, -1, n, n)      # (batch, heads…, query, key)
-    values_per_example = _as_numpy(values).reshape(batch, -1, n, d_head)
+        batch, heads = 1, math.prod(leading)
+    else:
+        batch, heads = attn.shape[0], math.prod(leading[1:])
+    # heads spelt out, not -1: reshape cannot infer it when batch, n or d_head is 0
+    per_example = _as_numpy(attn).reshape(batch, heads, n, n)      # (batch, heads, query, key)
+    values_per_example = _as_numpy(values).reshape(batch, heads, n, d_head)
     result = np.zeros(per_example.shape, dtype=per_example.dtype)
     status = np.full(per_example.shape[:-1], NOT_SOLVED_FOR, dtype=np.int8)
     indices, lengths, _ = _real_block_indices(attention_mask.cpu())

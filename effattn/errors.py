@@ -17,7 +17,8 @@ class EffattnError(Exception):
 
 
 class InputShapeError(EffattnError, ValueError):
-    """Tensors whose shapes do not fit together (attn, values, attention_mask)."""
+    """Tensors whose shapes do not fit together (attn, values, attention_mask), an empty batch
+    given to a model, or an attention_mask holding values other than 0 and 1."""
 
 
 class NonFiniteValuesError(EffattnError, ValueError):

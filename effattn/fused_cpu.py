@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from .numerics import FACTORISATION_DTYPE
+from .numerics import EPS64, certificate_factor
 
 __all__ = ["fused_bases"]
 
-EPS64 = float(torch.finfo(FACTORISATION_DTYPE).eps)  # the loops below compute in float64
 # Reassociation and contraction let loops vectorise; no assumption about nan or inf, which the
 # certificate relies on to reject failed factors.
 FAST_MATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -114,9 +113,10 @@ def _apply_inverse(inverse, columns, result) -> None:
 
 
 @njit(fastmath=FAST_MATH, cache=True)
-def _short_head_full_rank(head_values, n, input_eps) -> bool:
+def _short_head_full_rank(head_values, n, rank_factor) -> bool:
     """For n ≤ d_head: is the n × d_head block V proven of full row rank under the rank rule?
-    Same bounds as for long examples, on the smaller Gram matrix VVᵀ."""
+    Same bounds as for long examples, on the smaller Gram matrix VVᵀ; rank_factor is
+    numerics.certificate_factor(d_head, input dtype)."""
     d_head = head_values.shape[1]
     rows = np.empty((n, d_head))
     for k in range(n):
@@ -127,13 +127,16 @@ def _short_head_full_rank(head_values, n, input_eps) -> bool:
     if not _cholesky_in_place(factor):
         return False
     condition = _condition_bound(factor, np.empty((n, n)))
-    return condition * d_head * input_eps < 1.0  # max(n, d_head) = d_head; nan fails too
+    return condition * rank_factor < 1.0  # nan fails too
 
 
 @njit(parallel=True, fastmath=FAST_MATH, cache=True)
-def certify_and_prepare(attn, values, lengths, input_eps, basis, certified, row_error, out):
+def certify_and_prepare(attn, values, lengths, rank_factors, input_eps, basis, certified,
+                        row_error, out):
     """attn (batch, head, n, n), values (batch, head, n, d) C-contiguous; lengths (batch,)
-    int64, the real tokens of each prefix example or −1 for an example to skip.
+    int64, the real tokens of each prefix example or −1 for an example to skip; rank_factors
+    (batch,) float64, numerics.certificate_factor(max(n, d), input dtype) of each example;
+    input_eps: eps of the input dtype, the accuracy the basis must reach.
 
     Writes, for each prefix example: out's padded rows and columns ← 0; row_error[b, h] ← max
     |Σ_k attn[i, k] − 1| over real rows i and keys k (nan if a sum is not finite); and, when the
@@ -169,7 +172,7 @@ def certify_and_prepare(attn, values, lengths, input_eps, basis, certified, row_
 
         head_values = values[example, head]
         if n <= d_head:  # full row rank proven: nothing is invisible, A_eff is A
-            if _short_head_full_rank(head_values, n, input_eps):
+            if _short_head_full_rank(head_values, n, rank_factors[example]):
                 for i in range(n):
                     written[i, :n] = probabilities[i, :n]
                 certified[example, head] = True
@@ -184,7 +187,7 @@ def certify_and_prepare(attn, values, lengths, input_eps, basis, certified, row_
         if not _cholesky_in_place(factor):
             continue
         condition = _condition_bound(factor, inverse)
-        if not condition * max(n, d_head) * input_eps < 1.0:  # the rank rule; nan fails too
+        if not condition * rank_factors[example] < 1.0:       # the rank rule; nan fails too
             continue
         basis_t = np.empty((d_head, n))
         _apply_inverse(inverse, columns, basis_t)             # Qᵀ = L⁻¹ Vᵀ
@@ -226,7 +229,8 @@ def fused_bases(attn: torch.Tensor, values: torch.Tensor, lengths: list[int], pr
     numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
     if torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
-    certify_and_prepare(attn.numpy(), values.numpy(), skip_or_length,
+    rank_factors = certificate_factor(np.maximum(skip_or_length, values.shape[-1]), attn.dtype)
+    certify_and_prepare(attn.numpy(), values.numpy(), skip_or_length, rank_factors,
                         float(torch.finfo(attn.dtype).eps), basis.numpy(), certified, row_error,
                         out.detach().numpy())
     return basis, certified, row_error

@@ -17,6 +17,7 @@ Shapes (effattn's vocabulary):
 import torch
 from torch import nn
 
+from .effective import check_mask_values
 from .errors import UnsupportedModelError
 
 __all__ = ["head_output_weights", "norm_weighted_attention", "output_projections",
@@ -74,11 +75,15 @@ def transformed_value_norms(values: torch.Tensor, output_weight: torch.Tensor,
 
     Computed as sqrt(v_j G_h v_jᵀ) with the head's (d_head × d_head) Gram matrix
     G_h = W_O^h W_O^hᵀ, which costs d_head² per key instead of d_head·d_model.
+    attention_mask: (batch, key), bool or 0/1 (another value would scale the norms).
     """
+    if attention_mask is not None:
+        check_mask_values(attention_mask)
     weight = output_weight.to(values.dtype)
     gram = weight @ weight.transpose(-1, -2)  # (head, d_head, d_head)
     n_batch, n_head, n_key, d_head = values.shape
-    # one (batch·key × d_head) product per head: far fewer, larger matmuls than per (batch, head)
+    # one (batch·key × d_head) product per head: far fewer, larger matmuls than per (batch, head);
+    # sizes spelt out (no -1), so empty batches, sequences or heads keep their shapes
     flat = values.transpose(0, 1).reshape(n_head, n_batch * n_key, d_head)
     squared = (torch.bmm(flat, gram) * flat).sum(-1).view(n_head, n_batch, n_key).transpose(0, 1)
     norms = squared.clamp_min(0).sqrt()  # rounding can push a tiny square below 0

@@ -31,18 +31,18 @@ import numpy as np
 import polars as pl
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
 
 import effattn
 from effattn.attribution import head_attribution, layer_influence
 from precompute import ConfigError
 from precompute.agreement import MEASURES, agreement_measures
 from precompute.config import RunConfig
-from precompute.extract import (EXTRACT_THREADS, SAMPLED_KINDS, InjectedFailure, analysis_sample, encode,
-                                intra_op_threads, kind_maps, texts_of)
+from precompute.extract import SAMPLED_KINDS, InjectedFailure, analysis_sample, encode, kind_maps, texts_of
 from precompute.finetune import load_classifier, pick_device
+from precompute.models import load_tokenizer
 from precompute.schema import MAP_DECIMALS
 from precompute.store import RunFolder, Shard
+from precompute.threads import intra_op_threads
 
 # Examples per part file, fixed so that chunk numbers mean the same on resume. Far fewer than
 # extract's 64: one MiniLM example takes 10-90 s on one CPU core here (SST-2 to RTE means; ~7 min
@@ -143,7 +143,7 @@ def record_sample_size(run: RunFolder, task: str, stage_table: str, size: int) -
 def load_classifier_of(model_dir: str | Path, task: str, config: RunConfig) -> Classifier:
     """The fine-tuned classifier of a task and its tokenizer, on the configured device."""
     device = pick_device(config.device)
-    return Classifier(AutoTokenizer.from_pretrained(model_dir), load_classifier(model_dir, task).to(device).eval(),
+    return Classifier(load_tokenizer(model_dir), load_classifier(model_dir, task).to(device).eval(),
                       device)
 
 
@@ -185,8 +185,7 @@ def _attribute_batch(classifier: Classifier, rows: pl.DataFrame, config: RunConf
         frames.append(_agreement_rows(capture.layer, maps, attribution[:, capture.layer], example_ids, n_real,
                                       in_efficient))
 
-    with intra_op_threads(EXTRACT_THREADS):  # capture's many tiny linalg calls, as in extract
-        effattn.capture_attention(classifier.model, inputs, on_layer=on_layer)
+    effattn.capture_attention(classifier.model, inputs, on_layer=on_layer)
     in_map_sample = rows["in_map_sample"].to_numpy()
     return {
         "attribution": pl.concat(frames),

@@ -95,9 +95,11 @@ def run_evaluate(run: RunFolder, task: str, eval_frame: pl.DataFrame, config: Ru
         manifest[kind] = metrics
     max_diff = float(np.abs(logits["standard"] - logits["effective"]).max()) if n else 0.0
     run.write_part("metrics", task, pl.DataFrame(rows), shard=Shard(), chunk=0)
-    run.update_manifest({"metrics": {task: manifest}, "evaluate": {task: {"max_logit_difference": max_diff}}})
+    record = {"metrics": {task: manifest}, "evaluate": {task: {"max_logit_difference": max_diff}}}
     if max_diff > LOGIT_TOLERANCE:
+        run.update_manifest(record)  # the report asks for the manifest: it must show the difference
         raise SubstitutionMismatchError(
             f"{task}: effective attention changed the logits by up to {max_diff:.3g} (tolerance {LOGIT_TOLERANCE}): "
             "the A_eff substitution is broken; report it with the run folder's manifest.json")
-    run.mark_stage_done("evaluate", task, seconds=time.perf_counter() - started)
+    # the record also goes into the stage marker, from which a deleted manifest.json is rebuilt
+    run.mark_stage_done("evaluate", task, seconds=time.perf_counter() - started, record=record)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,6 @@ import numpy as np
 import polars as pl
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
 
 import effattn
 from effattn.kinds import KIND_FUNCTIONS
@@ -33,15 +30,12 @@ from precompute.config import RunConfig
 from precompute.evaluate import predictions_from_logits
 from precompute.finetune import load_classifier, pick_device
 from precompute.glue import second_texts
+from precompute.models import load_encoder, load_tokenizer
 from precompute.schema import KINDS, MAP_DECIMALS
 from precompute.store import RunFolder, Shard
+from precompute.threads import ThreadChooser, intra_op_threads
 
 CHUNK_EXAMPLES = 64  # examples per part file; fixed so that chunk numbers mean the same on resume
-# Torch intra-op threads while extracting. The per-example decomposition issues thousands of tiny
-# linalg calls, which OpenMP threads slow down badly: 64 RTE examples on MiniLM took 584 s wall /
-# 178 CPU-s with 2 threads on a shared 2-core machine, 25 s / 8.7 CPU-s with 1. More cores are
-# better used as `--shard i/N` processes.
-EXTRACT_THREADS = 1
 # Kinds computed only for the efficient sample (RunConfig.efficient_examples): one linear program
 # per query row of every head costs far more than the other kinds together.
 SAMPLED_KINDS = ("efficient",)
@@ -92,7 +86,7 @@ def analysis_sample(eval_frame: pl.DataFrame, config: RunConfig, shard: Shard) -
 def load_models(model_dir: str | Path, base_model, task: str, config: RunConfig) -> Models:
     """Fine-tuned classifier, pretrained encoder (a path/id or an already loaded module), tagger."""
     device = pick_device(config.device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(f"the tokenizer in {model_dir} is not a fast tokenizer: save the checkpoint with a fast (tokenizers) tokenizer")
     finetuned = load_classifier(model_dir, task).to(device).eval()
@@ -106,7 +100,7 @@ def load_models(model_dir: str | Path, base_model, task: str, config: RunConfig)
 @functools.lru_cache(maxsize=1)
 def load_pretrained(base_model: str | Path) -> torch.nn.Module:
     """The base encoder (path or hub id) with eager attention, shared by all of a run's tasks."""
-    return AutoModel.from_pretrained(base_model, attn_implementation="eager")
+    return load_encoder(base_model)
 
 
 def run_extract(run: RunFolder, task: str, model_dir: str | Path, base_model, eval_frame: pl.DataFrame,
@@ -125,30 +119,23 @@ def run_extract(run: RunFolder, task: str, model_dir: str | Path, base_model, ev
     todo = [chunk for chunk in range(len(chunks)) if chunk not in done]
     started = time.perf_counter()
     if todo:
-        with intra_op_threads(EXTRACT_THREADS):
-            _extract_chunks(run, task, shard, load_models(model_dir, base_model, task, config),
-                            [(chunk, chunks[chunk]) for chunk in todo], len(sample), config, fail_after_chunk)
+        _extract_chunks(run, task, shard, load_models(model_dir, base_model, task, config),
+                        [(chunk, chunks[chunk]) for chunk in todo], len(sample), config, fail_after_chunk)
     run.mark_stage_done("extract", task, shard, seconds=time.perf_counter() - started)
     return len(todo)
-
-
-@contextmanager
-def intra_op_threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _extract_chunks(run: RunFolder, task: str, shard: Shard, models: Models, todo: list[tuple[int, pl.DataFrame]],
                     n_total: int, config: RunConfig, fail_after_chunk: int | None) -> None:
     """Extract and write the chunks not on disk yet, with a progress bar over all examples."""
     n_done = n_total - sum(len(rows) for _, rows in todo)
+    threads = ThreadChooser(config.threads)
     with tqdm(total=n_total, initial=n_done, unit="ex", desc=f"extract {task} {shard}") as bar:
         for chunk, rows in todo:
-            write_chunk(run, task, shard, chunk, extract_chunk(models, task, rows, config))
+            count = threads.choose()
+            bar.set_postfix(threads=count)
+            with intra_op_threads(count):
+                write_chunk(run, task, shard, chunk, extract_chunk(models, task, rows, config))
             bar.update(len(rows))
             if chunk == fail_after_chunk:
                 raise InjectedFailure(f"test hook: stopped after chunk {chunk}")

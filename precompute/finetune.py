@@ -13,6 +13,7 @@ import functools
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import polars as pl
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from effattn import attention_map_of, set_attention_map
@@ -28,6 +29,7 @@ from effattn.errors import UnsupportedModelError
 from precompute import ConfigError
 from precompute.config import RunConfig
 from precompute.glue import second_texts
+from precompute.models import load_sequence_classifier, load_tokenizer
 from precompute.schema import TASKS
 from precompute.store import RunFolder, atomic_path, disk_full_as_error
 
@@ -62,14 +64,7 @@ def load_classifier(model_path: str | Path, task: str, *, new_head: bool = False
     extra = {"problem_type": "regression"} if info.is_regression else {}
     if new_head:
         extra["ignore_mismatched_sizes"] = True
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_path, num_labels=info.num_labels, attn_implementation="eager", **extra
-        )
-    except OSError as error:
-        raise ConfigError(f"could not load model {model_path} ({str(error).splitlines()[0][:160]}): pass minilm, a local folder or a cached hub id") from None
-    except (ValueError, KeyError) as error:
-        raise UnsupportedModelError(f"model {model_path} cannot be loaded for sequence classification with eager attention ({str(error).splitlines()[0][:160]}): use a BERT-style encoder") from None
+    model = load_sequence_classifier(model_path, num_labels=info.num_labels, **extra)
     check_returns_attention(model, model_path)
     return set_attention_map(model, attention or attention_map_of(model))
 
@@ -118,15 +113,26 @@ def _save_state(path: Path, model, optimizer, scheduler, step: int, seconds: flo
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        try:
+            # through a Python file, so that a failed write (a full disk) is an OSError in the
+            # context of torch's RuntimeError; atomic_path reports ENOSPC as one line
+            torch.save(state, handle)
+        except RuntimeError as error:
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
 
 
 def _load_state(path: Path, model, optimizer, scheduler) -> tuple[int, float]:
     """Restore a saved training state; returns (steps done, training seconds so far)."""
     if not path.exists():
         return 0, 0.0
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a damaged file: its steps are lost, the rest of the run is not
+        print(f"note: training state {path} does not load ({type(error).__name__}): fine-tuning from step 0", file=sys.stderr)
+        return 0, 0.0
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -189,7 +195,7 @@ def _build_trainer(task: str, train: pl.DataFrame, base_model: str | Path, confi
     set_torch_threads(config)
     torch.manual_seed(config.seed)  # classifier-head init and dropout
     device = pick_device(config.device)
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    tokenizer = load_tokenizer(base_model)
     model = load_classifier(base_model, task, new_head=True, attention=config.attention).to(device)
     per_epoch, n_steps = total_steps(len(train), config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -225,10 +231,10 @@ def run_finetune(run: RunFolder, task: str, train: pl.DataFrame, base_model: str
                             seconds_before + time.perf_counter() - started)
     steps_per_second = (trainer.n_steps - first_step) / max(time.perf_counter() - loop_started, 1e-9)
     _save_final(run, task, trainer.model.eval().cpu(), trainer.tokenizer)
-    run.update_manifest({"finetune": {task: {
+    record = {"finetune": {task: {
         "steps": trainer.n_steps, "epochs": config.epochs, "train_rows": len(train), "resumed_at_step": first_step,
         "batch_size": config.batch_size, "lr": config.lr, "max_seq_len": config.max_seq_len, "seed": config.seed,
-        "final_loss_avg": loss_avg, "steps_per_second": round(steps_per_second, 3)}}})
-    run.mark_stage_done("finetune", task, seconds=seconds_before + time.perf_counter() - started)
+        "final_loss_avg": loss_avg, "steps_per_second": round(steps_per_second, 3)}}}
+    run.mark_stage_done("finetune", task, seconds=seconds_before + time.perf_counter() - started, record=record)
     shutil.rmtree(run.training_state_dir(task), ignore_errors=True)
     return True

@@ -13,6 +13,7 @@ row index as ``example_id``, so nothing is ever evaluated on a training row.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,23 +75,38 @@ def read_tsv(task: str, path: Path) -> pl.DataFrame:
         raise DataError(f"GLUE file {path} is missing: pass --glue-dir pointing at a folder with {TASKS[task].folder}/train.tsv and dev.tsv")
     col_a, col_b, col_label = _TSV_COLUMNS[task]
     rows = {"example_id": [], "text_a": [], "text_b": [], "label": []}
-    with path.open(encoding="utf-8-sig", newline="") as handle:  # utf-8-sig: MRPC starts with a BOM
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        missing = [c for c in (col_a, col_b, col_label) if c and (header is None or c not in header)]
-        if missing:
-            raise DataError(f"{path}: header lacks column {missing[0]!r}: check the file is the GLUE {TASKS[task].folder} TSV")
-        idx_a, idx_label = header.index(col_a), header.index(col_label)
-        idx_b = header.index(col_b) if col_b else None
-        for line, row in enumerate(reader, start=2):
-            where = f"{path}:{line}"
-            if len(row) != len(header):
-                raise DataError(f"{where}: expected {len(header)} tab-separated fields, found {len(row)}: repair or re-download the file")
-            rows["example_id"].append(line - 2)
-            rows["text_a"].append(row[idx_a])
-            rows["text_b"].append(row[idx_b] if idx_b is not None else None)
-            rows["label"].append(_parse_label(task, row[idx_label], where))
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader, None)
+    if header is None:
+        raise DataError(f"GLUE file {path} is empty: re-download the GLUE {TASKS[task].folder} files into --glue-dir")
+    missing = [c for c in (col_a, col_b, col_label) if c and c not in header]
+    if missing:
+        raise DataError(f"{path}: header lacks column {missing[0]!r}: check the file is the GLUE {TASKS[task].folder} TSV")
+    idx_a, idx_label = header.index(col_a), header.index(col_label)
+    idx_b = header.index(col_b) if col_b else None
+    for line, row in enumerate(reader, start=2):
+        where = f"{path}:{line}"
+        if len(row) != len(header):
+            raise DataError(f"{where}: expected {len(header)} tab-separated fields, found {len(row)}: repair or re-download the file")
+        rows["example_id"].append(line - 2)
+        rows["text_a"].append(row[idx_a])
+        rows["text_b"].append(row[idx_b] if idx_b is not None else None)
+        rows["label"].append(_parse_label(task, row[idx_label], where))
+    if not rows["example_id"]:
+        raise DataError(f"GLUE file {path} has a header but no rows: re-download the GLUE {TASKS[task].folder} files into --glue-dir")
     return pl.DataFrame(rows, schema=FRAME_SCHEMA)
+
+
+def _read_text(path: Path) -> str:
+    """The file as text; bytes that are not UTF-8 are a DataError naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")  # utf-8-sig: MRPC starts with a BOM
+    except UnicodeDecodeError as error:
+        undecoded = error.object  # without the BOM, which error.start does not count
+        line = undecoded[:error.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: byte 0x{undecoded[error.start]:02x} is not UTF-8 text: save the file as UTF-8 "
+                        f"(the GLUE files are) or re-download it") from None
 
 
 def load_hub_split(task: str, split: str) -> pl.DataFrame | None:
@@ -175,6 +191,9 @@ def load_task(
         if carve_train_from_dev is None:
             raise DataError(f"{task} has no train split in {source} (no {folder}/train.tsv): add it, or pass --carve-train-from-dev FRACTION to train on part of dev")
         train, evaluation = carve(dev, carve_train_from_dev, seed)
+        if not len(train) or not len(evaluation):
+            raise DataError(f"--carve-train-from-dev {carve_train_from_dev} of {task}'s {len(dev)} dev rows leaves "
+                            f"{len(train)} train and {len(evaluation)} eval rows: pass a fraction that leaves both, e.g. 0.6")
         carve_out = {"from": "dev", "fraction": carve_train_from_dev, "train_rows": len(train), "eval_rows": len(evaluation), "seed": seed}
     else:
         evaluation = dev

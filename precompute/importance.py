@@ -28,7 +28,7 @@ import effattn
 from precompute.agreement import kendall_tau_b
 from precompute.attribute import Classifier, ChunkedStage, run_chunked
 from precompute.config import RunConfig
-from precompute.extract import EXTRACT_THREADS, SAMPLED_KINDS, analysis_sample, encode, intra_op_threads, kind_maps, texts_of
+from precompute.extract import SAMPLED_KINDS, analysis_sample, encode, kind_maps, texts_of
 from precompute.schema import IMPORTANCE_TARGETS
 from precompute.store import RunFolder, Shard
 
@@ -75,9 +75,8 @@ def _importance_batch(classifier: Classifier, rows: pl.DataFrame, config: RunCon
     importance = effattn.output_importance(classifier.model, inputs, content.to(classifier.device))
     in_efficient = rows["in_efficient_sample"].to_numpy()
     layers: list[dict[str, torch.Tensor]] = []  # per layer: kind -> [CLS] rows (rows of that kind, head, key)
-    with intra_op_threads(EXTRACT_THREADS):
-        effattn.capture_attention(classifier.model, inputs, on_layer=lambda capture: layers.append(
-            {kind: maps[:, :, 0] for kind, maps in kind_maps(capture, np.flatnonzero(in_efficient)).items()}))
+    effattn.capture_attention(classifier.model, inputs, on_layer=lambda capture: layers.append(
+        {kind: maps[:, :, 0] for kind, maps in kind_maps(capture, np.flatnonzero(in_efficient)).items()}))
     targets = {"input_gradient": importance.input_gradient.cpu(), "leave_one_out": importance.leave_one_out.cpu()}
     sampled = {int(row): index for index, row in enumerate(np.flatnonzero(in_efficient))}
     taus, dispersion = [], []

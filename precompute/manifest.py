@@ -27,9 +27,9 @@ def library_versions() -> dict[str, str]:
 
 def model_shape(model_path: str) -> dict:
     """n_layers, n_heads and d_head from the model's config (no weights loaded)."""
-    from transformers import AutoConfig
+    from precompute.models import load_config
 
-    config = AutoConfig.from_pretrained(model_path)
+    config = load_config(model_path)
     return {
         "n_layers": config.num_hidden_layers,
         "n_heads": config.num_attention_heads,

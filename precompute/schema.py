@@ -179,3 +179,35 @@ STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "analyse": ("head_summary", "task_summary", "pattern_shares", "pattern_grid",
                 "attribution_summary", "influence_summary", "importance_summary", "sparsity_summary"),
 }
+
+# The columns that identify a row of each table: no two rows of a run share them (verify checks it).
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "examples": ("task", "example_id"),
+    "head_measures": tuple(_KEY),
+    "maps": tuple(_KEY),
+    "metrics": ("task", "kind", "metric"),
+    "head_summary": ("task", "layer", "head", "kind", "measure"),
+    "task_summary": ("task",),
+    "pattern_shares": ("task", "kind", "pattern"),
+    "pattern_grid": ("task", "layer", "head", "kind"),
+    "attribution": tuple(_KEY),
+    "layer_influence": ("task", "example_id", "layer"),
+    "attribution_maps": ("task", "example_id", "layer", "head"),
+    "attribution_summary": ("task", "layer", "head", "kind", "measure"),
+    "influence_summary": ("task", "layer", "measure"),
+    "importance": (*_KEY, "target"),
+    "output_dispersion": ("task", "example_id", "target"),
+    "importance_summary": ("task", "layer", "head", "kind", "target"),
+    "sparsity_summary": ("task", "layer", "head", "kind", "measure"),
+}
+TABLE_STAGE: dict[str, str] = {table: stage for stage, tables in STAGE_TABLES.items() for table in tables}
+# The tables a finished stage always has for a task; for the chunked stages every chunk writes them,
+# in this order, and the last one's part marks the chunk done (the others, e.g. maps, are optional).
+STAGE_ALWAYS_TABLES: dict[str, tuple[str, ...]] = {
+    "evaluate": ("metrics",),
+    "extract": ("head_measures", "examples"),
+    "attribute": ("layer_influence", "attribution"),
+    "importance": ("output_dispersion", "importance"),
+    "analyse": ("head_summary", "task_summary", "sparsity_summary"),
+}
+CHUNKED_STAGES = ("extract", "attribute", "importance")  # their part files are numbered chunks of a sample

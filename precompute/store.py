@@ -8,7 +8,10 @@ Layout (docs/SCHEMA.md)::
     <run>/stages/<stage>/task=<task>/<shard>.json      "stage done" markers, one per shard
 
 Stage markers are separate files (not manifest entries) so that N shard processes writing
-into one run folder never overwrite each other's progress.
+into one run folder never overwrite each other's progress. Each keeps its stage's manifest
+record and a copy of the manifest, so a deleted manifest.json is rebuilt from them. What the
+files must look like is checked in precompute/checks.py (reading) and repaired before a rerun
+in precompute/repair.py.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -24,14 +28,17 @@ from pathlib import Path
 from typing import Iterator
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from precompute import CacheError, ConfigError, DiskFullError
+from precompute.checks import (  # noqa: F401  conform and check_part are part of this module's API
+    Marker, check_part, conform, deep_merge, manifest_fix, rebuild_manifest, validate_manifest,
+)
 from precompute.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY, STAGE_TABLES, STAGES, TABLES
 
-_RERUN = "re-run `python -m precompute ... --force`"
 # zstd level 9 shrinks the shipped caches by about a fifth over the default at little write cost.
 ZSTD_LEVEL = 9
+PART_NAME = re.compile(r"part-(?P<shard>\d{5}-of-\d{5})-(?P<chunk>\d{5})\.parquet")  # what write_part names
+SHARD_LABEL = re.compile(r"(?P<index>\d{5})-of-(?P<count>\d{5})")
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,14 @@ class Shard:
             raise ConfigError(f"--shard expects i/N (e.g. 0/4), got {text!r}: pass two integers separated by '/'") from None
         return cls(index, count)
 
+    @classmethod
+    def from_label(cls, label: str) -> "Shard | None":
+        """The shard of a file-name label such as ``00001-of-00004``; None for anything else."""
+        match = SHARD_LABEL.fullmatch(label)
+        if not match or not 0 <= int(match["index"]) < int(match["count"]):
+            return None
+        return cls(int(match["index"]), int(match["count"]))
+
     @property
     def label(self) -> str:
         """File-name form, e.g. ``00000-of-00004``."""
@@ -68,14 +83,45 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it into place with os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     tmp = Path(tmp_name)
+    locked = _lock_or_close(fd)  # while locked, a rerun's cleanup (leftover_temporaries) leaves it alone
     try:
         with disk_full_as_error(f"writing {path}"):
             yield tmp
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        if locked:
+            os.close(fd)
+
+
+def _lock_or_close(fd: int) -> bool:
+    """Lock the open temporary ``fd`` and keep it open (True), or close it where there is no fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: an open file could be neither replaced nor deleted there
+        os.close(fd)
+        return False
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return True
+
+
+def in_use(path: Path) -> bool:
+    """Whether a running atomic_path write holds the temporary ``path`` (a killed one holds nothing)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except FileNotFoundError:  # its write finished meanwhile
+        return True
+    return False
 
 
 def disk_full_message(where: str) -> str:
@@ -115,58 +161,6 @@ def write_json_atomic(path: Path, data: dict) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def _deep_merge(base: dict, patch: dict) -> dict:
-    merged = dict(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """Return ``frame`` with exactly the columns and dtypes of ``TABLES[table]``, in order.
-
-    Numeric columns are cast (strictly: overflow is an error); anything else that differs is
-    an error naming the column. Missing columns are an error, except all-null ones that the
-    caller may leave out (e.g. ``pattern`` before classification) — those must be nullable by
-    docs/SCHEMA.md and are filled with nulls.
-    """
-    schema = TABLES[table]
-    extra = [name for name in frame.columns if name not in schema]
-    if extra:
-        raise CacheError(f"table {table} has no column {extra[0]!r}: drop it or add it to precompute/schema.py")
-    columns = []
-    for name, dtype in schema.items():
-        if name not in frame.columns:
-            if name not in _FILLABLE.get(table, ()):
-                raise CacheError(f"table {table} needs column {name!r} ({dtype}): add it to the frame before writing")
-            columns.append(pl.lit(None, dtype=dtype).alias(name))
-        elif frame.schema[name] == dtype:
-            columns.append(pl.col(name))
-        elif _castable(frame.schema[name], dtype):
-            columns.append(pl.col(name).cast(dtype, strict=True))
-        else:
-            raise CacheError(f"column {table}.{name} is {frame.schema[name]}, expected {dtype}: convert it before writing")
-    try:
-        return frame.select(columns)
-    except pl.exceptions.PolarsError as error:
-        raise CacheError(f"table {table}: a value does not fit its column type ({str(error).splitlines()[0]}): check the ranges") from None
-
-
-_FILLABLE = {"head_measures": ("pattern", "pattern_score")}
-
-
-def _castable(source: pl.DataType, target: pl.DataType) -> bool:
-    if source == pl.Null:
-        return True
-    if isinstance(source, pl.List) and isinstance(target, pl.List):
-        return _castable(source.inner, target.inner)
-    numeric = lambda dtype: dtype.is_numeric() or dtype == pl.Boolean  # noqa: E731
-    return numeric(source) and numeric(target)
 
 
 class RunFolder:
@@ -213,6 +207,7 @@ class RunFolder:
         return {
             int(path.stem[len(prefix):])
             for path in self._partition_dir(table, task).glob(f"{prefix}*.parquet")
+            if PART_NAME.fullmatch(path.name)
         }
 
     def part_files(self, table: str, tasks: list[str] | None = None) -> list[Path]:
@@ -227,48 +222,84 @@ class RunFolder:
         """All shards' part files of ``table`` as one lazy frame (empty frame when none exist)."""
         files = self.part_files(table, tasks)
         for path in files:
-            check_schema_version(path)
+            check_part(path, table)
         if not files:
             return pl.LazyFrame(schema=TABLES[table])
         return pl.scan_parquet(files, hive_partitioning=False, schema=TABLES[table])
 
     # ---- manifest ----------------------------------------------------------------------
     def read_manifest(self) -> dict:
-        """The manifest as a dict ({} before the first write)."""
-        if not self.manifest_path.exists():
-            return {}
+        """The manifest as a dict: rebuilt from the stage markers when manifest.json is missing
+        (``{}`` in a new folder). A file that is not a manifest of this schema is a CacheError."""
+        path = self.manifest_path
+        if not path.exists():
+            return self.rebuilt_manifest()
         try:
-            manifest = json.loads(self.manifest_path.read_text())
+            manifest = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CacheError(f"cache {self.manifest_path} is not valid JSON: delete it or {_RERUN}") from None
-        version = manifest.get("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise CacheError(f"cache {self.manifest_path} has schema version {version}, this effattn reads {SCHEMA_VERSION}: {_RERUN}")
-        return manifest
+            raise CacheError(f"cache {path} is not valid JSON: {manifest_fix(self.root)}") from None
+        except OSError as error:
+            raise CacheError(f"cache {path} cannot be read ({error.strerror}): {manifest_fix(self.root)}") from None
+        return validate_manifest(manifest, path)
 
-    def update_manifest(self, patch: dict) -> None:
-        """Deep-merge ``patch`` into the manifest and write it atomically.
+    def update_manifest(self, patch: dict) -> dict:
+        """Deep-merge ``patch`` into the manifest, write it atomically and return it.
 
         Read-merge-write runs under an exclusive lock on ``.manifest.lock`` (where the OS has
         fcntl), so shard processes or stages running side by side do not lose each other's updates.
         """
         with _manifest_lock(self.root):
-            merged = _deep_merge(self.read_manifest(), patch)
+            merged = deep_merge(self.read_manifest(), patch)
             merged["schema_version"] = SCHEMA_VERSION
             write_json_atomic(self.manifest_path, merged)
+        return merged
+
+    def rebuilt_manifest(self) -> dict:
+        """The manifest as the stage markers remember it ({} without markers); see checks.rebuild_manifest."""
+        return rebuild_manifest(self.markers(), self.root / "checkpoints", self.manifest_path)
 
     # ---- stages ------------------------------------------------------------------------
     def stage_done(self, stage: str, task: str, shard: Shard = Shard()) -> bool:
         return self._marker(stage, task, shard).exists()
 
-    def mark_stage_done(self, stage: str, task: str, shard: Shard = Shard(), seconds: float = 0.0) -> None:
-        """Record that ``stage`` finished for ``task``/``shard``, and its time in the manifest."""
-        write_json_atomic(self._marker(stage, task, shard), {"seconds": round(seconds, 3), "shard": str(shard)})
-        self.update_manifest({"stage_seconds": {task: {stage: round(seconds, 3)}}})
+    def mark_stage_done(self, stage: str, task: str, shard: Shard = Shard(), seconds: float = 0.0,
+                        record: dict | None = None) -> None:
+        """Record that ``stage`` finished for ``task``/``shard``.
+
+        ``record`` is the stage's manifest patch (e.g. evaluate's metrics): it is merged into the
+        manifest with the stage's seconds, and kept in the marker file together with a copy of the
+        merged manifest, so that a deleted manifest.json can be rebuilt (rebuilt_manifest).
+        """
+        seconds = round(seconds, 3)
+        manifest = self.update_manifest(deep_merge(record or {}, {"stage_seconds": {task: {stage: seconds}}}))
+        write_json_atomic(self._marker(stage, task, shard),
+                          {"seconds": seconds, "shard": str(shard), "record": record or {}, "manifest": manifest})
+
+    def markers(self) -> list["Marker"]:
+        """Every stage marker of the run, in pipeline order of the stages."""
+        found = [Marker(path.parent.parent.name, path.parent.name.removeprefix("task="), path.stem, path)
+                 for path in (self.root / "stages").glob("*/task=*/*.json")]
+        order = {stage: index for index, stage in enumerate(STAGES)}
+        return sorted(found, key=lambda marker: (order.get(marker.stage, len(order)), marker.task, marker.label))
+
+    def clear_marker(self, stage: str, task: str, label: str | None = None) -> None:
+        """Forget that ``stage`` finished for one shard of ``task`` (its label, e.g. ``00000-of-00001``),
+        or for every shard (None); its tables stay, so a rerun redoes only what is missing."""
+        folder = self.root / "stages" / stage / f"task={task}"
+        if label is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            (folder / f"{label}.json").unlink(missing_ok=True)
+
+    def delete_chunk(self, stage: str, task: str, label: str, chunk: int) -> None:
+        """Delete one chunk's part files in every table of ``stage``, so that a rerun redoes the chunk."""
+        for table in STAGE_TABLES[stage]:
+            (self._partition_dir(table, task) / f"part-{label}-{chunk:05d}.parquet").unlink(missing_ok=True)
 
     def clear(self, name: str, task: str) -> None:
-        """Delete a table's partition for ``task``, or everything a stage produced (for --force)."""
-        if name in TABLES:
+        """Delete a table's partition for ``task``, or everything a stage produced (for --force).
+        A name of both (``importance``) means the stage: its marker and both its tables."""
+        if name in TABLES and name not in STAGES:
             shutil.rmtree(self._partition_dir(name, task), ignore_errors=True)
             return
         if name not in STAGES:
@@ -280,13 +311,11 @@ class RunFolder:
             shutil.rmtree(self.checkpoint_dir(task), ignore_errors=True)
             shutil.rmtree(self.training_state_dir(task), ignore_errors=True)
 
+    def leftover_temporaries(self) -> list[Path]:
+        """Temporaries of atomic writes that a killed process left behind (not those of a running one)."""
+        return [path for path in sorted(self.root.rglob(".*.tmp")) if path.is_file() and not in_use(path)]
+
 
 def check_schema_version(path: Path) -> None:
     """Raise CacheError unless ``path`` is a readable Parquet file of this schema version."""
-    try:
-        metadata = pq.read_metadata(path).metadata or {}
-    except (OSError, ValueError) as error:
-        raise CacheError(f"cache {path} is corrupt ({type(error).__name__}): delete it or {_RERUN}") from None
-    version = metadata.get(SCHEMA_VERSION_KEY.encode(), b"missing").decode()
-    if version != str(SCHEMA_VERSION):
-        raise CacheError(f"cache {path} has schema version {version}, this effattn reads {SCHEMA_VERSION}: {_RERUN}")
+    check_part(path, None)

@@ -153,7 +153,7 @@ def test_caches_of_schema_version_1_give_the_one_line_rerun_error(run_dir):
     at = open_page(None)
     assert list(at.exception) == []
     (error,) = at.error
-    assert "schema version 1, this effattn reads 2" in error.value and "--force" in error.value
+    assert "schema version 1, this effattn reads 2" in error.value and "new --out" in error.value
     assert "\n" not in error.value
 
 

@@ -65,6 +65,21 @@ def test_unreadable_manifest_is_named_in_the_error(run_dir):
     assert "manifest.json" in at.error[0].value and "not valid JSON" in at.error[0].value
 
 
+def test_a_schema_version_written_as_a_string_is_accepted(run_dir):
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, "schema_version": "2"}))
+    assert problems(open_page(None)) == []
+
+
+def test_a_manifest_field_of_the_wrong_type_is_one_error_naming_the_file(run_dir):
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, "row_counts": [6, 6]}))
+    at = open_page(None)
+    _no_traceback(at)
+    (error,) = at.error
+    assert str(run_dir / "manifest.json") in error.value and "row_counts" in error.value
+
+
 def test_missing_analysis_tables_give_hints_not_errors(run_dir):
     for table in ("head_summary", "pattern_shares", "pattern_grid", "metrics", "attribution_summary", "influence_summary"):
         shutil.rmtree(run_dir / table)

@@ -278,3 +278,23 @@ def test_the_compiled_solver_leaves_torchs_thread_count_alone():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=REPO, check=True)
     assert result.stdout.split()[-1] == "1"
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 5, 4), (1, 2, 0, 4), (1, 2, 5, 0)], ids=["batch 0", "n 0", "d_head 0"])
+def test_empty_inputs_give_empty_or_standard_results(shape):
+    batch, heads, n, d_head = shape
+    attn = torch.softmax(torch.randn(batch, heads, n, n, dtype=torch.float64), -1)
+    values = torch.randn(batch, heads, n, d_head, dtype=torch.float64)
+    mask = torch.ones(batch, n, dtype=torch.bool)
+    result, status = efficient_attention_with_status(attn, values, mask)
+    assert result.shape == attn.shape and status.shape == attn.shape[:-1]
+    if d_head == 0 and n:  # no constraint from V: every vertex is admissible; rows stay distributions
+        assert torch.allclose(result.sum(-1), torch.ones(batch, heads, n, dtype=torch.float64))
+
+
+def test_bfloat16_rows_are_judged_at_bfloat16_precision():
+    torch.manual_seed(0)
+    attn = torch.softmax(torch.randn(1, 2, 40, 40), -1).to(torch.bfloat16)
+    values = torch.randn(1, 2, 40, 8).to(torch.bfloat16)
+    result = efficient_attention(attn, values, torch.ones(1, 40, dtype=torch.bool))
+    assert result.dtype == torch.bfloat16 and torch.isfinite(result.float()).all()

@@ -60,8 +60,10 @@ def test_overflowing_cast_is_an_error(tmp_path):
 def test_other_schema_version_names_file_and_fix(tmp_path):
     run = RunFolder(tmp_path)
     path = run.write_part("metrics", "rte", _metrics(), shard=Shard(), chunk=0)
+    run.mark_stage_done("evaluate", "rte")
     _metrics().write_parquet(path, metadata={"effattn_schema_version": "0"})
-    with pytest.raises(CacheError, match=rf"{path.name} has schema version 0, this effattn reads {SCHEMA_VERSION}: re-run .*--force"):
+    with pytest.raises(CacheError, match=rf"{path.name} has schema version 0, this effattn reads {SCHEMA_VERSION}: re-run "
+                                         r".* --tasks rte --stages evaluate: it deletes the broken part"):
         run.scan("metrics")
 
 
@@ -146,3 +148,100 @@ def _update_many(root, name):
     run = RunFolder(root)
     for i in range(20):
         run.update_manifest({"counts": {name: {str(i): i}}})
+
+
+def _write_manifest(root, value) -> None:
+    (root / "manifest.json").write_text(json.dumps(value))
+
+
+@pytest.mark.parametrize("value", [[1, 2], "text", 3, None])
+def test_a_manifest_that_is_no_object_names_the_file_and_the_fix(tmp_path, value):
+    RunFolder(tmp_path).mark_stage_done("evaluate", "rte")  # a marker to rebuild it from
+    _write_manifest(tmp_path, value)
+    with pytest.raises(CacheError, match=r"manifest.json holds a JSON \w+, expected an object: delete it and re-run "
+                                         r".*rebuilds manifest.json from the stage markers"):
+        RunFolder(tmp_path).read_manifest()
+
+
+def test_a_broken_manifest_without_markers_says_to_restore_the_copy(tmp_path):
+    _write_manifest(tmp_path, [1, 2])
+    with pytest.raises(CacheError, match=r"holds a JSON list, expected an object: restore .*git checkout"):
+        RunFolder(tmp_path).read_manifest()
+
+
+def test_a_schema_version_written_as_a_string_is_read_as_the_integer(tmp_path):
+    _write_manifest(tmp_path, {"schema_version": str(SCHEMA_VERSION)})
+    assert RunFolder(tmp_path).read_manifest()["schema_version"] == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize(("version", "message"), [
+    ("1", "has schema version 1, this effattn reads 2: re-run into a new --out"),
+    (1, "has schema version 1, this effattn reads 2: re-run into a new --out"),
+    ("two", "has schema_version 'two' \\(a string\\), expected the integer 2"),
+    (True, "has schema_version True \\(a boolean\\), expected the integer 2"),
+    (None, "has no schema_version, expected the integer 2"),
+])
+def test_a_bad_schema_version_says_what_it_is_and_what_works(tmp_path, version, message):
+    _write_manifest(tmp_path, {"schema_version": version})
+    with pytest.raises(CacheError, match=message):
+        RunFolder(tmp_path).read_manifest()
+
+
+def test_a_manifest_field_of_the_wrong_type_is_an_error(tmp_path):
+    _write_manifest(tmp_path, {"schema_version": SCHEMA_VERSION, "row_counts": {"rte": [6]}})
+    with pytest.raises(CacheError, match="has a row_counts that is not an object of objects per task"):
+        RunFolder(tmp_path).read_manifest()
+
+
+def test_a_deleted_manifest_is_rebuilt_from_the_stage_records(tmp_path):
+    run = RunFolder(tmp_path)
+    run.update_manifest({"model": "tiny", "attention": "sparsemax", "tasks": ["rte"]})
+    run.mark_stage_done("evaluate", "rte", seconds=1.5, record={"metrics": {"rte": {"standard": {"accuracy": 0.6}}}})
+    run.mark_stage_done("extract", "rte", Shard(1, 2), seconds=2.0)
+    expected = run.read_manifest()
+    run.manifest_path.unlink()
+    assert run.read_manifest() == expected
+
+
+def test_markers_without_records_still_count_and_give_back_their_seconds(tmp_path):
+    marker = tmp_path / "stages" / "evaluate" / "task=rte" / "00000-of-00001.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"seconds": 1.5, "shard": "0/1"}))  # as written before records existed
+    run = RunFolder(tmp_path)
+    assert run.stage_done("evaluate", "rte")
+    assert run.read_manifest() == {"schema_version": SCHEMA_VERSION, "tasks": ["rte"],
+                                   "stage_seconds": {"rte": {"evaluate": 1.5}}}
+
+
+def test_a_part_with_a_column_of_another_type_is_named(tmp_path):
+    run = RunFolder(tmp_path)
+    path = run.write_part("metrics", "rte", _metrics(), shard=Shard(), chunk=0)
+    _metrics().with_columns(pl.col("value").cast(pl.String)).write_parquet(path, metadata={"effattn_schema_version": "2"})
+    with pytest.raises(CacheError, match=rf"{path.name} has the column 'value' as String, docs/SCHEMA.md says Float64"):
+        run.scan("metrics")
+
+
+def test_a_running_write_keeps_its_temporary_and_a_killed_one_leaves_it_to_clean(tmp_path):
+    run = RunFolder(tmp_path)
+    orphan = tmp_path / "metrics" / ".part-00000-of-00001-00000.parquet.abc.tmp"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text("half")
+    with atomic_path(tmp_path / "metrics" / "x.json") as tmp:
+        tmp.write_text("in progress")
+        assert run.leftover_temporaries() == [orphan]
+
+
+def test_clearing_the_importance_stage_clears_its_marker_and_both_tables(tmp_path):
+    run = RunFolder(tmp_path)
+    run.write_part("output_dispersion", "rte", pl.DataFrame({"task": ["rte"], "example_id": [0], "target": ["leave_one_out"],
+                                                             "entropy": [0.5], "n_keys": [3]}), shard=Shard(), chunk=0)
+    run.mark_stage_done("importance", "rte")
+    run.clear("importance", "rte")
+    assert not run.stage_done("importance", "rte") and run.part_files("output_dispersion") == []
+
+
+def test_a_stray_part_name_is_not_a_chunk(tmp_path):
+    run = RunFolder(tmp_path)
+    path = run.write_part("metrics", "rte", _metrics(), shard=Shard(), chunk=0)
+    path.with_name(f"{path.stem} (copy).parquet").write_bytes(path.read_bytes())
+    assert run.existing_chunks("metrics", "rte", Shard()) == {0}

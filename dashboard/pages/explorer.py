@@ -78,7 +78,7 @@ def missing_reason(kind: str) -> str:
     if kind == kinds.SAMPLED and row.get("in_efficient_sample") is False:
         return f"example {example_id} is outside the efficient sample. {kinds.sample_note(run)}"
     return ("this run's maps table has none (caches written before the kind existed, or extract did not store "
-            "it): re-run `python -m precompute ... --force` to add it")
+            "it): re-run `python -m precompute ... --force --stages extract,attribute,importance,analyse` to add it")
 
 
 labels = maps.token_labels(row["tokens"], n, row["segment_ids"])
