@@ -63,8 +63,9 @@ class Batch:
     example_ids: np.ndarray  # (batch,) int64
     in_map_sample: np.ndarray  # (batch,) bool
     in_efficient_sample: np.ndarray  # (batch,) bool: rows that also get the costly kinds (SAMPLED_KINDS)
-    inputs: dict  # input_ids, attention_mask, token_type_ids for the model
+    inputs: dict  # input_ids, attention_mask (and token_type_ids where the tokenizer makes them)
     real: torch.Tensor  # attention mask as bool
+    segments: torch.Tensor  # (batch, key) int64: 0 up to the first separator, 1 after it
     types: dict[str, torch.Tensor]  # measures.token_type_masks
     pos_tags: list[list[str]]  # per example, one tag per real wordpiece
 
@@ -189,7 +190,22 @@ def _make_batch(models: Models, rows: pl.DataFrame, config: RunConfig) -> Batch:
     inputs = {name: encoding[name] for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoding}
     return Batch(rows["example_id"].to_numpy(), rows["in_map_sample"].to_numpy(),
                  rows["in_efficient_sample"].to_numpy(), inputs, real,
+                 segment_ids(encoding["input_ids"], models.tokenizer.sep_token_id, texts_b is not None),
                  measures.token_type_masks(pos_tags, real.shape[1]), pos_tags)
+
+
+def segment_ids(input_ids: torch.Tensor, sep_token_id: int, pairs: bool) -> torch.Tensor:
+    """(batch, key) sentence of each word piece: 0 through the first separator, 1 after it.
+
+    From the tokenizer's separator, not from token_type_ids, which RoBERTa- and MPNet-style
+    tokenizers do not make: BERT's `[CLS] A [SEP] B [SEP]` and RoBERTa's `<s> A </s></s> B </s>`
+    both give 0 for the first sentence with its separator and 1 for the rest, as BERT's
+    token_type_ids do. Padding gets the last sentence's id (it is cropped before use)."""
+    if not pairs:
+        return torch.zeros_like(input_ids)
+    is_sep = input_ids == sep_token_id
+    seps_before = torch.cumsum(is_sep, dim=-1) - is_sep.long()  # separators strictly before each position
+    return (seps_before > 0).long()
 
 
 def kind_maps(capture, sampled_rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -272,7 +288,7 @@ def _pattern_columns(maps: dict, batch: Batch) -> dict[str, dict[str, np.ndarray
         for index, row in enumerate(_kind_rows(kind, batch)):
             n = int(batch.real[row].sum())
             label, probabilities = classify_patterns(
-                kind_maps[index, :, :n, :n].numpy(), segment_ids=batch.inputs["token_type_ids"][row, :n].numpy())
+                kind_maps[index, :, :n, :n].numpy(), segment_ids=batch.segments[row, :n].numpy())
             labels.append(label)
             scores.append(probabilities.max(axis=-1))  # confidence of the chosen class
         columns[kind] = {"pattern": np.stack(labels), "pattern_score": np.stack(scores)}
@@ -307,7 +323,7 @@ def _example_rows(models: Models, rows: pl.DataFrame, batch: Batch, logits, logi
     detail = [{
         "tokens": models.tokenizer.convert_ids_to_tokens(batch.inputs["input_ids"][row, :n].tolist()),
         "token_pos": batch.pos_tags[row],
-        "segment_ids": batch.inputs["token_type_ids"][row, :n].tolist(),
+        "segment_ids": batch.segments[row, :n].tolist(),
     } if sample[row] else {"tokens": None, "token_pos": None, "segment_ids": None}
         for row, n in enumerate(seq_len.tolist())]
     return pl.DataFrame({

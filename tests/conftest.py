@@ -67,3 +67,30 @@ def tiny_run_argv(task: str, out, glue_dir, model_dir, **options) -> list[str]:
     for name, value in settings.items():
         argv += [f"--{name.replace('_', '-')}", str(value)]
     return argv
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_dir(tmp_path_factory) -> Path:
+    """A tiny random RobertaForSequenceClassification with a byte-level BPE tokenizer trained on
+    the fixture GLUE files: no token_type_ids, `<s> A </s></s> B </s>` pairs, as RoBERTa makes them."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_roberta")
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train([str(path) for path in sorted(FIXTURE_GLUE.glob("*/*.tsv"))], vocab_size=400, min_frequency=1,
+              special_tokens=specials, show_progress=False)
+    bpe._tokenizer.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", pad_token="<pad>",
+                                     eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
+                                     mask_token="<mask>")
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=37, max_position_embeddings=130, pad_token_id=1, bos_token_id=0,
+                           eos_token_id=2, type_vocab_size=1, num_labels=2)
+    RobertaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,59 @@
+"""precompute on an encoder without token_type_ids (RoBERTa-style): sentences and special tokens
+come from the tokenizer's own separator, not from token_type_ids."""
+
+import polars as pl
+import pytest
+import torch
+
+from conftest import tiny_run_argv
+from precompute.cli import main
+from precompute.extract import segment_ids
+
+
+def test_segments_match_berts_token_type_ids(tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    encoding = tokenizer(["The cat sat on the mat.", "Rain."], ["A dog ran.", "It was wet outside today."],
+                         padding=True, return_tensors="pt")
+    segments = segment_ids(encoding["input_ids"], tokenizer.sep_token_id, pairs=True)
+    real = encoding["attention_mask"].bool()
+    assert torch.equal(segments[real], encoding["token_type_ids"][real])
+
+
+def test_roberta_pairs_split_after_the_first_separator():
+    # <s> A A </s> </s> B </s> <pad>
+    input_ids = torch.tensor([[0, 7, 8, 2, 2, 9, 2, 1]])
+    assert segment_ids(input_ids, 2, pairs=True).tolist() == [[0, 0, 0, 0, 1, 1, 1, 1]]
+    assert segment_ids(input_ids, 2, pairs=False).tolist() == [[0] * 8]
+
+
+@pytest.fixture(scope="module")
+def roberta_run(tmp_path_factory, glue_dir, tiny_roberta_dir):
+    out = tmp_path_factory.mktemp("roberta_run")
+    for task in ("rte", "sst2"):
+        assert main(tiny_run_argv(task, out, glue_dir, tiny_roberta_dir, map_examples=2, attribution_examples=1,
+                                  importance_examples=2)) == 0
+    return out
+
+
+def test_a_roberta_style_encoder_runs_every_stage(roberta_run):
+    examples = pl.read_parquet(roberta_run / "examples", hive_partitioning=False)
+    assert set(examples["task"]) == {"rte", "sst2"}
+    for path in ("head_measures", "head_summary", "attribution", "importance", "metrics"):
+        assert len(pl.read_parquet(roberta_run / path, hive_partitioning=False)) > 0, path
+
+
+def test_its_sentences_and_separators_come_from_its_own_tokens(roberta_run):
+    stored = pl.read_parquet(roberta_run / "examples", hive_partitioning=False).filter(pl.col("in_map_sample"))
+    for row in stored.iter_rows(named=True):
+        tokens, segments, tags = row["tokens"], row["segment_ids"], row["token_pos"]
+        assert tokens[0] == "<s>" and tokens[-1] == "</s>"
+        assert tags[0] == "[CLS]" and all(tag == "[SEP]" for token, tag in zip(tokens, tags) if token == "</s>")
+        if row["task"] == "rte":  # <s> A </s></s> B </s>: the second </s> opens sentence 1
+            first_sep = tokens.index("</s>")
+            assert set(segments[: first_sep + 1]) == {0} and set(segments[first_sep + 1:]) == {1}
+        else:
+            assert set(segments) == {0}
+    measures = pl.read_parquet(roberta_run / "head_measures", hive_partitioning=False)
+    assert measures["sep_weight"].drop_nulls().len() == len(measures)  # every example has a </s>
