@@ -35,6 +35,9 @@ PASCUAL = "Pascual et al. 2021 (abstract, no number); attribution by Meister et 
 # "attention differs markedly from attribution" holds when, over layers, heads and tasks, standard
 # attention's largest key is the attribution row's largest input token for fewer than half the queries
 DIFFERS_TOP1 = 0.5
+# a pattern-share change "holds" outright when it is at least half the paper's change in the same
+# direction; smaller ones say "direction holds" with their size beside the paper's
+SAME_SIZE = 0.5
 
 
 def read_head_summary(run: Run, tasks: tuple[str, ...]) -> pl.DataFrame:
@@ -75,18 +78,31 @@ def _row(claim: str, paper_text: str, ours: str, verdict: str) -> dict:
     return {"claim": claim, "paper": paper_text, "ours": ours, "verdict": verdict}
 
 
+def size_verdict(ours_change: float, paper_change: float) -> str:
+    """HOLDS when our change goes the paper's way at half its size or more; "direction holds, size
+    1/20 of the paper's" when it goes that way but smaller; FAILS when it goes the other way."""
+    if paper_change == 0 or ours_change * paper_change <= 0:
+        return FAILS
+    ratio = ours_change / paper_change
+    if ratio >= SAME_SIZE:
+        return HOLDS
+    return f"direction holds, size 1/{round(1 / ratio)} of the paper's"
+
+
 def _patterns(shares: pl.DataFrame, tasks: tuple[str, ...]) -> list[dict]:
     rows = []
+    compared = paper.table2_tasks(tasks)  # the paper's numbers over the same tasks as ours
     for pattern, fewer in (("vertical", True), ("block", False)):
         claim = f"Effective attention shows {'fewer' if fewer else 'more'} {pattern} patterns"
-        paper_text = f"{paper.table2_mean('standard', pattern):.1%} → {paper.table2_mean('effective', pattern):.1%} (mean of 5 tasks)"
+        theirs = {kind: paper.table2_mean(kind, pattern, compared) for kind in ("standard", "effective")}
+        paper_text = (f"{theirs['standard']:.1%} → {theirs['effective']:.1%} (mean of "
+                      f"{', '.join(map(paper.task_label, compared))})")
         mean = {kind: shares.filter(kind=kind, pattern=pattern)["share"].mean() for kind in ("standard", "effective")}
         if shares.is_empty() or None in mean.values():
             rows.append(_row(claim, paper_text, "patterns not classified yet", OPEN))
             continue
-        better = mean["effective"] < mean["standard"] if fewer else mean["effective"] > mean["standard"]
         rows.append(_row(claim, paper_text, f"{mean['standard']:.1%} → {mean['effective']:.1%} (mean of {len(tasks)} tasks)",
-                         HOLDS if better else FAILS))
+                         size_verdict(mean["effective"] - mean["standard"], theirs["effective"] - theirs["standard"])))
     return rows
 
 

@@ -45,9 +45,16 @@ def table2_share(task: str, kind: str, pattern: str) -> float | None:
     return row[TABLE2_PATTERNS.index(pattern)] / 100
 
 
-def table2_mean(kind: str, pattern: str) -> float:
-    """The paper's share of ``pattern`` averaged over its five tasks."""
-    shares = [table2_share(task, kind, pattern) for task in TABLE2_PERCENT]
+def table2_tasks(tasks=None) -> tuple[str, ...]:
+    """The paper's Table 2 tasks among ``tasks`` (all five when None or none of them is there)."""
+    chosen = tuple(task for task in (tasks or ()) if task in TABLE2_PERCENT)
+    return chosen or tuple(TABLE2_PERCENT)
+
+
+def table2_mean(kind: str, pattern: str, tasks=None) -> float:
+    """The paper's share of ``pattern`` averaged over ``tasks`` (table2_tasks: like for like with
+    ours when a subset is selected; all five by default)."""
+    shares = [table2_share(task, kind, pattern) for task in table2_tasks(tasks)]
     return sum(shares) / len(shares)
 
 

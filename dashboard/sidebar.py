@@ -20,6 +20,7 @@ IMAGE_FORMATS = ("svg", "png")  # what the modebar camera button saves
 # widget keys, which are also the URL query parameters; link_params carries them to other pages
 RUN_KEY, TASK_KEY, LAYER_KEY, HEAD_KEY, KIND_KEY = "run", "task", "layer", "head", "kind"
 SIDEBAR_KEYS = (RUN_KEY, TASK_KEY, LAYER_KEY, HEAD_KEY, KIND_KEY)
+IMAGE_FORMAT_KEY = "image_format"
 KINDS_HELP = "Views of each head's attention, shown in figures as: " + "; ".join(
     f"{kind} = {label(kind)} ({info.source})" for kind, info in KIND_INFO.items()) + f". {PROJECT_MARK} = project-defined."
 
@@ -46,6 +47,8 @@ def _sorted_pick(options: list, picked: list) -> tuple:
 def render() -> Selection:
     """Draw the sidebar and return the selection (raises DashboardError / NoCachesError)."""
     sidebar = st.sidebar
+    # what the URL asked for, before the bound widgets drop values they do not offer
+    requested = {key: st.query_params.get_all(key) for key in (*SIDEBAR_KEYS, IMAGE_FORMAT_KEY)}
     runs = discover_runs()
     names = list(runs)
     # options are the folder names (a URL-bound widget matches ?run= against what it displays); the
@@ -68,11 +71,38 @@ def render() -> Selection:
     picked_kinds = sidebar.pills("Attention kinds", list(KINDS), selection_mode="multi", default=list(KINDS),
                                  key=KIND_KEY, bind="query-params", help=KINDS_HELP)
     sidebar.segmented_control("Figure download format", IMAGE_FORMATS, default="svg", required=True,
-                              key="image_format", bind="query-params", format_func=str.upper,
+                              key=IMAGE_FORMAT_KEY, bind="query-params", format_func=str.upper,
                               help="Format of the camera button in each chart's toolbar")
+    offered = {RUN_KEY: names, TASK_KEY: tasks, LAYER_KEY: layers, HEAD_KEY: heads, KIND_KEY: list(KINDS),
+               IMAGE_FORMAT_KEY: list(IMAGE_FORMATS)}
+    ignored = ignored_url_values(requested, offered)
+    if ignored:
+        sidebar.warning(f"Ignored from the link: {ignored}. The sidebar shows what was used instead.")
     sidebar.caption(f"Data: `{data_location()}`")
     return Selection(run, _sorted_pick(tasks, picked_tasks), _sorted_pick(layers, picked_layers),
                      _sorted_pick(heads, picked_heads), _sorted_pick(list(KINDS), picked_kinds))
+
+
+def ignored_url_values(requested: dict[str, list[str]], offered: dict[str, list]) -> str:
+    """'task=nosuchtask (choose from rte, sst2); layer=99 (...)' for URL values no widget offers, or ''."""
+    notes = []
+    for key, values in requested.items():
+        choices = [str(option) for option in offered[key]]
+        bad = [value for value in values if value not in choices]
+        if bad:
+            notes.append(f"{key}={', '.join(bad)} (choose from {', '.join(choices)})")
+    return "; ".join(notes)
+
+
+def ignored_filter_note(selection: Selection, view: str, *parts: str) -> str | None:
+    """A sentence saying that `view` does not apply the sidebar's `parts` filters (e.g. layers,
+    heads), or None when those filters select everything and nothing is ignored."""
+    full = {"layers": selection.run.n_layers, "heads": selection.run.n_heads}
+    narrowed = [part for part in parts if len(getattr(selection, part)) < full[part]]
+    if not narrowed:
+        return None
+    return (f"{view} counts every {' and every '.join(part.rstrip('s') for part in narrowed)}: the sidebar's "
+            f"{' and '.join(narrowed)} filter{'s do' if len(narrowed) > 1 else ' does'} not apply to it.")
 
 
 def link_params(**page_params) -> dict[str, str | list[str]]:

@@ -151,3 +151,20 @@ def test_cost_puts_ours_beside_the_papers_table3():
     assert table["ours standard"].tolist() == ["0:10", "0:10"] and table["ours ratio"].tolist() == pytest.approx([2.1, 2.1])
     ratio = figures(at)[0]["data"]
     assert [t["name"] for t in ratio] == ["ours", "paper"]
+
+
+def test_pattern_verdicts_split_direction_from_size():
+    from dashboard.findings import FAILS, HOLDS, size_verdict
+
+    assert size_verdict(0.009, 0.20) == "direction holds, size 1/22 of the paper's"  # 3.3 % → 4.2 % vs 11 % → 31 %
+    assert size_verdict(0.12, 0.20) == HOLDS
+    assert size_verdict(-0.01, 0.20) == FAILS and size_verdict(0.0, 0.20) == FAILS
+
+
+def test_the_papers_pattern_numbers_are_over_the_selected_tasks():
+    from dashboard import paper
+
+    assert paper.table2_tasks(("rte", "sst2")) == ("rte", "sst2")
+    assert paper.table2_tasks(("nosuch",)) == tuple(paper.TABLE2_PERCENT)
+    subset = paper.table2_mean("effective", "block", ("rte",))
+    assert subset == paper.table2_share("rte", "effective", "block")

@@ -49,6 +49,18 @@ def test_invalid_url_values_are_ignored_not_fatal():
     assert problems(at) == []
 
 
+def test_invalid_url_values_are_named_in_a_visible_notice():
+    at = open_page(None, query={"task": ["rte", "nosuchtask"], "layer": "99", "kind": "effective"})
+    (notice,) = [warning.value for warning in at.sidebar.warning]
+    assert "task=nosuchtask" in notice and "layer=99" in notice and "kind=" not in notice
+    assert at.multiselect(key="task").value == ["rte"]  # the valid value is still used
+
+
+def test_a_valid_link_gives_no_notice():
+    at = open_page(None, query={"task": "rte", "layer": ["1", "4"], "kind": "effective"})
+    assert list(at.sidebar.warning) == []
+
+
 def test_pages_never_import_torch_or_effattn(fixture_caches):
     script = f"""
 import json, sys
@@ -62,3 +74,11 @@ print(json.dumps({{"torch": "torch" in sys.modules, "effattn": "effattn" in sys.
                             env={**__import__("os").environ, "EFFATTN_DATA": str(fixture_caches)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"torch": False, "effattn": False}
+
+
+def test_table2_says_it_ignores_the_layer_and_head_filters():
+    narrowed = open_page("patterns", query={"layer": ["1"], "head": ["0", "2"]})
+    notes = [info.value for info in narrowed.info if "Table 2" in info.value]
+    assert notes == ["Table 2, like the paper's, counts every layer and every head: the sidebar's layers and heads "
+                     "filters do not apply to it."]
+    assert not [info.value for info in open_page("patterns").info if "Table 2" in info.value]

@@ -6,7 +6,7 @@ import streamlit as st
 from dashboard import charts, data, kinds, paper, sidebar
 from dashboard.charts import KIND_COLORS
 from dashboard.attribution_views import DEPTH_TREND
-from dashboard.findings import DIFFERS_TOP1, LOSES_WEIGHT, TIME_METRICS, findings
+from dashboard.findings import DIFFERS_TOP1, LOSES_WEIGHT, SAME_SIZE, TIME_METRICS, findings
 from precompute.schema import KINDS, TASKS
 
 VERDICT_ICONS = {"holds": "✓ holds", "does not hold": "✗ does not hold", "not computed yet": "… not computed yet"}
@@ -33,6 +33,8 @@ with st.spinner("Reading analysis tables…"):
     table = findings(run, tasks)
 st.table(table.with_columns(pl.col("verdict").replace(VERDICT_ICONS)))
 st.caption(f"Paper: {paper.PAPER_MODEL}. Ours: {manifest.get('model', '?')}, tasks {', '.join(map(paper.task_label, tasks))}. "
+           f"A pattern claim \"holds\" when our change is at least {SAME_SIZE:.0%} of the paper's (over the same tasks) "
+           "in its direction; a smaller one says \"direction holds\" with its size beside the paper's. "
            f"Norm-weighting \"holds\" when the norm-weighted weight is at most {LOSES_WEIGHT:.0%} of standard's; "
            f"attention \"differs markedly\" from attribution when its top-1 key agrees on fewer than {DIFFERS_TOP1:.0%} "
            f"of queries, and the mismatch \"grows with depth\" when Kendall τ(layer, mean JSD) ≥ {DEPTH_TREND}; "

@@ -26,6 +26,9 @@ if shares.is_empty():
     st.stop()
 
 st.subheader("Table 2: share of each class, ours beside the paper's")
+ignored = sidebar.ignored_filter_note(selection, "Table 2, like the paper's,", "layers", "heads")
+if ignored:
+    st.info(ignored)
 table = table2(shares, tasks, shown)
 charts.show(table2_figure(table, shown), table, "pattern_shares")
 st.dataframe(table, hide_index=True, width="stretch",
