@@ -256,3 +256,23 @@ def test_full_disk_while_saving_the_checkpoint_is_one_line_and_a_rerun_completes
     resize(64 << 20)
     assert main(argv) == 0
     assert (disk / "run" / "stages" / "finetune" / "task=rte").exists()
+
+
+def test_shards_in_separate_processes_then_analyse_give_the_one_process_caches(tmp_path, zygote, argv_for, reference):
+    """What cluster/submit.sh runs as Slurm jobs: finetune and evaluate once, extract, attribute and
+    importance as N shard processes side by side, then analyse once every shard has finished."""
+    out = tmp_path / "run"
+    assert main(argv_for(out) + ["--stages", "finetune,evaluate"]) == 0
+    shard_stages = ["--stages", "extract,attribute,importance"]
+    pids = [zygote.start(argv_for(out) + ["--shard", f"{index}/2", *shard_stages], tmp_path / f"shard-{index}.log")
+            for index in range(2)]
+    codes = [zygote.wait(pid) for pid in pids]
+    output = "".join((tmp_path / f"shard-{index}.log").read_text() for index in range(2))
+    assert codes == [0, 0] and "Traceback" not in output, output
+    assert main(argv_for(out) + ["--stages", "analyse"]) == 0
+    sharded = cache_tables(out)
+    assert {path.split("/")[-1].split("-")[3] for path in sharded["parts"] if "examples/" in path} == {"00002"}
+    assert set(sharded["tables"]) == set(reference["tables"])
+    for table, frame in reference["tables"].items():
+        # the same rows; floats to 1e-5, because each shard pads its own batches
+        assert_frame_equal(sharded["tables"][table], frame, check_exact=False, rel_tol=1e-5, abs_tol=1e-6)
