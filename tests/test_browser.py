@@ -7,123 +7,39 @@ installs both.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from cache_fixture import APP, free_port
+from chromium import CHROMEDRIVER, CHROMIUM, PAGES, WAIT_SECONDS, new_browser, next_frames, serve
+from chromium import wait_for_page as _wait_for_page
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-CHROMEDRIVER = shutil.which("chromedriver")
-WAIT_SECONDS = 60  # first page load compiles plotly in the browser on a busy 2-core machine
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver; .ci/run does)",
 )
 
-PAGES = [  # (url path, heading); every page draws at least one plotly chart
-    ("", "Effective vs standard attention"),
-    ("patterns", "Attention patterns"),
-    ("token_types", "Token types in the [CLS] row"),
-    ("special_tokens", "Attention to [CLS] and [SEP]"),
-    ("attribution", "Attention vs gradient attribution"),
-    ("sparse", "Sparse attention"),
-    ("finetuning", "What finetuning changes"),
-    ("explorer", "Example explorer"),
-    ("cost", "What effective attention costs"),
-]
-
-
-def _serve(data: Path | None, log_folder: Path):
-    """`streamlit run app.py` on `data` (None: the repository's shipped data/); yields its URL."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key != "EFFATTN_DATA"}
-    if data is not None:
-        env["EFFATTN_DATA"] = str(data)
-    log = open(log_folder / "streamlit.log", "w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=APP.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        process.terminate()
-        log.seek(0)
-        pytest.fail(f"streamlit did not start within {WAIT_SECONDS} s:\n{log.read()}")
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
-
 
 @pytest.fixture(scope="module")
 def server(fixture_caches, tmp_path_factory):
-    yield from _serve(fixture_caches, tmp_path_factory.mktemp("log"))
+    with serve(fixture_caches, tmp_path_factory.mktemp("log")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def shipped_server(tmp_path_factory):
-    if not (APP.parent / "data" / "minilm" / "manifest.json").is_file():
+    if not (Path(__file__).resolve().parent.parent / "data" / "minilm" / "manifest.json").is_file():
         pytest.skip("no shipped data/minilm in this checkout")
-    yield from _serve(None, tmp_path_factory.mktemp("shipped_log"))
+    with serve(None, tmp_path_factory.mktemp("shipped_log")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="effattn-chromium-")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1500,1900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def _wait_for_page(driver, heading: str) -> None:
-    """Wait until the heading is shown, charts are drawn and the script has stopped running."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def ready(d) -> bool:
-        titles = [h.text for h in d.find_elements(By.CSS_SELECTOR, "h1")]
-        if not any(heading in title for title in titles):
-            return bool(d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'))
-        if not d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg"):
-            return False
-        return not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]')
-
-    WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.3).until(ready)
-    _next_frames(driver)  # let plotly finish laying out before the screenshot
-
-
-def _next_frames(driver) -> None:
-    """Block until the browser has painted twice more (an event, not a fixed sleep)."""
-    driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "requestAnimationFrame(() => requestAnimationFrame(() => done()));")
+    with new_browser() as driver:
+        yield driver
 
 
 def _screenshot(driver, name: str) -> None:
@@ -132,7 +48,7 @@ def _screenshot(driver, name: str) -> None:
         "return Math.max(...['stMain', 'stMainBlockContainer', 'stAppViewContainer']"
         ".map(id => document.querySelector(`[data-testid=\"${id}\"]`)?.scrollHeight || 0))")
     driver.set_window_size(1500, min(max(height + 120, 900), 9000))
-    _next_frames(driver)  # plotly redraws on resize
+    next_frames(driver)  # plotly redraws on resize
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
     driver.set_window_size(1500, 1900)
