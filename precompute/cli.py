@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import os
 import re
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 from precompute import ConfigError, PrecomputeError
 from precompute.config import EMBEDDED_MODEL, RunConfig, check_against_model, parse_stages, parse_tasks
 from precompute.schema import STAGES, TASKS
-from precompute.store import RunFolder, Shard, disk_full_message
+from precompute.store import RunFolder, Shard, caused_by_full_disk, disk_full_message
 
 try:
     import fcntl
@@ -280,20 +279,6 @@ def main(argv: list[str] | None = None) -> int:
         where = getattr(error, "filename", None) or f"the run folder ({type(error).__name__})"
         return _report(disk_full_message(f"while writing {where}"))
     return 0
-
-
-def caused_by_full_disk(error: BaseException | None) -> bool:
-    """Whether a full disk is behind `error` or its causes. polars, pyarrow, torch and safetensors
-    wrap ENOSPC in their own exceptions, some keeping only the OS message."""
-    for _ in range(16):  # chains are short; the bound only guards against a cycle
-        if error is None:
-            return False
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return True
-        if any(text in str(error) for text in ("No space left on device", "os error 28")):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def _report(error: Exception | str) -> int:

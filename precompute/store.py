@@ -131,13 +131,30 @@ def disk_full_message(where: str) -> str:
 
 @contextmanager
 def disk_full_as_error(doing: str) -> Iterator[None]:
-    """Turn a full disk (ENOSPC) inside the block into a one-line DiskFullError about `doing`."""
+    """Turn a full disk inside the block into a one-line DiskFullError about `doing`: an OSError
+    with ENOSPC, or a polars, pyarrow, torch or safetensors error caused by one."""
     try:
         yield
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
+    except DiskFullError:
+        raise
+    except Exception as error:
+        if caused_by_full_disk(error):
             raise DiskFullError(disk_full_message(f"while {doing}")) from None
         raise
+
+
+def caused_by_full_disk(error: BaseException | None) -> bool:
+    """Whether a full disk is behind `error` or its causes. polars, pyarrow, torch and safetensors
+    wrap ENOSPC in their own exceptions, some keeping only the OS message."""
+    for _ in range(16):  # chains are short; the bound only guards against a cycle
+        if error is None:
+            return False
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if any(text in str(error) for text in ("No space left on device", "os error 28")):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 @contextmanager
