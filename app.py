@@ -1,8 +1,9 @@
 """effattn dashboard: `streamlit run app.py`.
 
-The router: declares the pages, draws the shared sidebar (dashboard/sidebar.py) and runs the
-selected page. Cache problems end in a one-line st.error naming the file; no caches end in a
-page that says how to make them. Never imports torch or effattn.
+The router: lets the visitor in (optional login, dashboard/auth.py and docs/LOGIN.md), declares
+the pages, draws the shared sidebar (dashboard/sidebar.py) and runs the selected page. Cache
+problems end in a one-line st.error naming the file; no caches end in a page that says how to
+make them. Never imports torch or effattn.
 
 The page scripts live in dashboard/pages/, not in a top-level pages/ folder: Streamlit treats a
 pages/ folder beside the entry file as an old-style multipage app until the first st.navigation
@@ -17,7 +18,7 @@ import time
 
 import streamlit as st
 
-from dashboard import sidebar
+from dashboard import auth, sidebar
 from dashboard.errors import DashboardError, NoCachesError
 
 st.set_page_config(page_title="effattn: effective vs standard attention", page_icon=":material/grid_on:",
@@ -32,6 +33,7 @@ PAGES = [
     st.Page("dashboard/pages/sparse.py", title="Sparse attention", icon=":material/filter_alt:"),
     st.Page("dashboard/pages/finetuning.py", title="Finetuning", icon=":material/tune:"),
     st.Page("dashboard/pages/explorer.py", title="Example explorer", icon=":material/search:"),
+    st.Page("dashboard/pages/own_input.py", title="Your own input", icon=":material/edit_note:"),
     st.Page("dashboard/pages/cost.py", title="Cost", icon=":material/timer:"),
 ]
 
@@ -50,9 +52,10 @@ python -m precompute --tasks rte,mrpc,qnli,sst2,stsb --glue-dir ../shared/glue -
 
 def main() -> None:
     start = time.perf_counter()
+    auth.gate()  # off unless secrets.toml has [auth]; otherwise stops here for a visitor not let in
     page = st.navigation(PAGES, position="sidebar", expanded=True)
     try:
-        st.session_state["_selection"] = sidebar.render()
+        st.session_state["_selection"] = sidebar.render(page.url_path)
         page.run()
     except NoCachesError as error:
         st.title("No cached results yet")

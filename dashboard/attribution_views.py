@@ -15,12 +15,13 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from dashboard import data, kinds, paper
-from dashboard.charts import KIND_COLORS, SIGNED, Panel, matrix
+from dashboard.charts import DIFFERENCE, KIND_COLORS, SIGNED, Panel, matrix
 from dashboard.data import Run
 
 MEASURES = {"jsd": "JSD", "kendall_tau": "Kendall τ-b", "top1_agreement": "top-1 agreement"}
 MISMATCH_SIGN = {"jsd": 1, "kendall_tau": -1, "top1_agreement": -1}  # +1: a larger value = a larger mismatch
-PANEL_KINDS = {"kendall_tau": SIGNED}  # τ-b lies in [-1, 1]: diverging; JSD and top-1 in [0, 1]: sequential
+PANEL_KINDS = {"kendall_tau": SIGNED}  # τ-b lies in [-1, 1]: diverging; JSD and top-1 in [0, 1]: sequential from 0
+UNITS = {"jsd": "JSD (bits)", "kendall_tau": "Kendall τ-b", "top1_agreement": "top-1 agreement (share of queries)"}
 # "the mismatch grows with depth" when Kendall τ between layer and the layer's mean mismatch is ≥ 0.5,
 # i.e. at least 75 % of the pairs of layers have the larger mismatch in the deeper layer (a rank
 # statistic: robust to one odd layer, and it needs no model of how fast the mismatch grows)
@@ -58,16 +59,25 @@ def sample_size(run: Run, task: str, summary: pl.DataFrame) -> int | None:
 
 
 def head_panels(summary: pl.DataFrame, measure: str, shown: tuple[str, ...], layers: tuple[int, ...],
-                heads: tuple[int, ...]) -> tuple[list[Panel], pl.DataFrame]:
-    """One layer × head panel of ``measure`` per kind (mean over the tasks in ``summary``), and its table."""
+                heads: tuple[int, ...]) -> tuple[list[Panel | None], pl.DataFrame]:
+    """Layer × head panels of ``measure`` (mean over the tasks in ``summary``): one per kind in the first row, each
+    other kind − standard below it (when standard is shown), and their table (kind 'effective − standard' rows)."""
     cells = (summary.filter(pl.col("measure") == measure).group_by("layer", "head", "kind")
              .agg(pl.col("mean").mean(), pl.col("std").mean(), pl.col("n").sum()).sort("kind", "layer", "head"))
-    panels = []
-    for kind in shown:
-        rows, cols, z = matrix(cells.filter(pl.col("kind") == kind), "mean", row_values=layers, col_values=heads)
-        panels.append(Panel(kinds.label(kind), z, cols, rows, kind=PANEL_KINDS.get(measure),
-                            hover={"x": "head", "y": "layer", "z": MEASURES[measure]}))
-    return panels, cells
+    hover = {"x": "head", "y": "layer", "z": MEASURES[measure]}
+    z = {kind: matrix(cells.filter(pl.col("kind") == kind), "mean", row_values=layers, col_values=heads)[2]
+         for kind in shown}
+    panels: list[Panel | None] = [Panel(kinds.label(kind), z[kind], list(heads), list(layers),
+                                        kind=PANEL_KINDS.get(measure), hover=hover) for kind in shown]
+    others = [kind for kind in shown if kind != kinds.BASE] if kinds.BASE in shown else []
+    if others:  # nothing under standard; each other kind's difference under that kind
+        panels += [None] + [Panel(kinds.difference(kind), z[kind] - z[kinds.BASE], list(heads), list(layers),
+                                  kind=DIFFERENCE, hover={**hover, "z": f"Δ {MEASURES[measure]}"}) for kind in others]
+    base = cells.filter(pl.col("kind") == kinds.BASE).select("layer", "head", pl.col("mean").alias("base"))
+    diffs = [cells.filter(pl.col("kind") == kind).join(base, on=["layer", "head"])
+             .select("layer", "head", pl.lit(f"{kind} − {kinds.BASE}").alias("kind"), pl.col("mean") - pl.col("base"))
+             for kind in others]
+    return panels, pl.concat([cells, *diffs], how="diagonal_relaxed")
 
 
 def per_layer(summary: pl.DataFrame, measure: str) -> pl.DataFrame:

@@ -1,11 +1,14 @@
 """Where the cached runs are and how pages read them.
 
-A *location* is a folder or an http(s) URL: ``$EFFATTN_DATA`` if set, else the repository's
-``data/``. A location that holds ``manifest.json`` is one run; otherwise each subfolder with a
-manifest is a run. Tables are read with polars lazy scans (column and predicate pushdown) and
-cached with ``st.cache_data`` on small keys: file paths with their mtimes and sizes, and the
-selection as tuples. Problems surface as ``DashboardError`` with the file named; app.py shows
-them with st.error. Torch-free: only polars, pyarrow (via precompute.store) and the stdlib.
+A *location* is a folder, an http(s) URL (dashboard/remote.py mirrors it) or an object-store URL
+``s3://bucket/prefix`` / ``gs://bucket/prefix`` (dashboard/object_store.py reads it in place):
+``$EFFATTN_DATA`` if set, else the repository's ``data/``. A location that holds ``manifest.json``
+is one run; otherwise each subfolder (sub-prefix) with a manifest is a run. Tables are read with
+lazy scans (column and predicate pushdown) and cached with ``st.cache_data`` on small keys: file
+paths with their mtimes (object stores: ETags) and sizes, and the selection as tuples; remote
+listings and manifests are trusted for REMOTE_TTL_SECONDS. Problems surface as ``DashboardError``
+with the file named; app.py shows them with st.error. Torch-free: only polars, pyarrow (via
+precompute.store), the stdlib and, for object stores, fsspec with s3fs or gcsfs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from dashboard import remote
+from dashboard import object_store, remote
 from dashboard.errors import DashboardError, NoCachesError
 from precompute import CacheError
 from precompute.checks import inspect_part, manifest_fix, part_fix, validate_manifest
@@ -51,6 +54,9 @@ class Run:
         """Tasks that already have cached rows (a run in progress lists tasks it has not reached)."""
         if remote.is_url(self.location):
             return self.tasks
+        if object_store.is_object_url(self.location):
+            present = _object_task_folders(self.location, _TASK_TABLES)
+            return tuple(t for t in self.tasks if t in present)
         root = Path(self.location)
         return tuple(t for t in self.tasks if any((root / table / f"task={t}").is_dir() for table in _TASK_TABLES))
 
@@ -90,10 +96,18 @@ def _remote_runs(location: str) -> dict[str, str]:
     return remote.discover(location)
 
 
+@st.cache_data(ttl=REMOTE_TTL_SECONDS, show_spinner=False)
+def _object_runs(location: str) -> dict[str, str]:
+    return object_store.discover(location)
+
+
 def discover_runs() -> dict[str, str]:
     """{run name: location} of every run at data_location(); NoCachesError when there is none."""
     location = data_location()
-    runs = _remote_runs(location) if remote.is_url(location) else _local_runs(location)
+    if object_store.is_object_url(location):
+        runs = _object_runs(location)
+    else:
+        runs = _remote_runs(location) if remote.is_url(location) else _local_runs(location)
     if not runs:
         raise NoCachesError(f"no run folder (a folder with manifest.json) under {location}")
     return runs
@@ -125,10 +139,28 @@ def _remote_manifest(url: str) -> dict:
         raise DashboardError(str(error)) from None
 
 
+@st.cache_data(ttl=REMOTE_TTL_SECONDS, show_spinner=False)
+def _object_manifest(url: str) -> dict:
+    where = object_store.join(url, "manifest.json")
+    try:
+        return validate_manifest(json.loads(object_store.fetch(where)), where)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DashboardError(f"cache {where} is not valid JSON: upload the run's manifest.json again") from None
+    except CacheError as error:
+        raise DashboardError(str(error)) from None
+
+
+@st.cache_data(ttl=REMOTE_TTL_SECONDS, show_spinner=False)
+def _object_task_folders(url: str, tables: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(object_store.task_folders(url, tables))
+
+
 def load_run(name: str, location: str) -> Run:
     """The run at ``location`` with its manifest checked (schema version, shape)."""
     if remote.is_url(location):
         manifest = _remote_manifest(location)
+    elif object_store.is_object_url(location):
+        manifest = _object_manifest(location)
     else:
         path = Path(location) / "manifest.json"
         manifest = _parse_manifest(str(path), _mtime(path))
@@ -140,13 +172,18 @@ def load_run(name: str, location: str) -> Run:
 def _tasks_on_disk(location: str) -> list[str]:
     if remote.is_url(location):
         return []
+    if object_store.is_object_url(location):
+        return sorted(_object_task_folders(location, tuple(TABLES)))
     folders = Path(location).glob("*/task=*")
     return sorted({folder.name.removeprefix("task=") for folder in folders})
 
 
-def table_files(run: Run, table: str, tasks: tuple[str, ...] | None = None) -> tuple[tuple[str, int, int], ...]:
-    """(path, mtime_ns, size) of every part file of ``table`` for ``tasks`` (all tasks when None)."""
+def table_files(run: Run, table: str, tasks: tuple[str, ...] | None = None) -> tuple[tuple[str, int | str, int], ...]:
+    """(path, mtime_ns, size) of every part file of ``table`` for ``tasks`` (all tasks when None);
+    in object storage (URL, ETag, size)."""
     wanted = tuple(tasks) if tasks is not None else run.tasks
+    if object_store.is_object_url(run.location):
+        return _object_parts(run.location, table, wanted)
     if remote.is_url(run.location):
         paths = _mirror(run.location, table, wanted)
     else:
@@ -162,6 +199,11 @@ def _mirror(url: str, table: str, tasks: tuple[str, ...]) -> list[str]:
     return [str(path) for path in remote.mirror_table(url, table, tasks)]
 
 
+@st.cache_data(ttl=REMOTE_TTL_SECONDS, show_spinner=False)
+def _object_parts(url: str, table: str, tasks: tuple[str, ...]) -> tuple[tuple[str, str, int], ...]:
+    return tuple(object_store.table_parts(url, table, tasks))
+
+
 def _predicate(where: tuple[tuple[str, Any], ...]) -> pl.Expr | None:
     expr = None
     for column, value in where:
@@ -170,8 +212,15 @@ def _predicate(where: tuple[tuple[str, Any], ...]) -> pl.Expr | None:
     return expr
 
 
+def _query(frame: pl.LazyFrame, columns: tuple[str, ...] | None, where: tuple[tuple[str, Any], ...]) -> pl.LazyFrame:
+    predicate = _predicate(where)
+    if predicate is not None:
+        frame = frame.filter(predicate)
+    return frame.select(columns) if columns else frame
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
-def _read(files: tuple[tuple[str, int, int], ...], table: str, columns: tuple[str, ...] | None,
+def _read(files: tuple[tuple[str, int | str, int], ...], table: str, columns: tuple[str, ...] | None,
           where: tuple[tuple[str, Any], ...]) -> pl.DataFrame:
     """Scan ``files`` lazily, push ``where`` and ``columns`` down, collect. Keyed on mtimes."""
     paths = [path for path, _, _ in files]
@@ -180,15 +229,12 @@ def _read(files: tuple[tuple[str, int, int], ...], table: str, columns: tuple[st
         _check_parts(files, table)
     if not paths:
         return pl.DataFrame(schema=schema or {})
+    if object_store.is_object_url(paths[0]):
+        return object_store.collect(_query(object_store.scan(paths, schema), columns, where), paths[0])
     try:
         frame = pl.scan_parquet(paths, schema=schema, hive_partitioning=False, missing_columns="insert",
                                 extra_columns="ignore")
-        predicate = _predicate(where)
-        if predicate is not None:
-            frame = frame.filter(predicate)
-        if columns:
-            frame = frame.select(columns)
-        return frame.collect()
+        return _query(frame, columns, where).collect()
     except (pl.exceptions.PolarsError, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         root = Path(paths[0]).parent.parent.parent
@@ -198,13 +244,16 @@ def _read(files: tuple[tuple[str, int, int], ...], table: str, columns: tuple[st
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def _part_facts(path: str, mtime_ns: int, size: int, table: str) -> tuple[str | None, str | None]:
-    """(what is wrong with the part's footer, or None; its footer digest), keyed on mtime and size."""
-    footer, fault = inspect_part(Path(path), table)
+def _part_facts(path: str, mtime_ns: int | str, size: int, table: str) -> tuple[str | None, str | None]:
+    """(what is wrong with the part's footer, or None; its footer digest), keyed on mtime (ETag) and size."""
+    if object_store.is_object_url(path):  # the same checks, on the footer fetched with range requests
+        footer, fault = object_store.inspect_remote_part(path, size, table)
+    else:
+        footer, fault = inspect_part(Path(path), table)
     return fault, None if footer is None else footer.digest
 
 
-def _check_parts(files: tuple[tuple[str, int, int], ...], table: str) -> None:
+def _check_parts(files: tuple[tuple[str, int | str, int], ...], table: str) -> None:
     """A DashboardError naming the first part that is broken (docs/SCHEMA.md: version, columns,
     dtypes), stray, a copy of another, or of a second shard layout (the same rows twice)."""
     copies: dict[str | None, Path] = {}  # footer digest -> the part that has it
@@ -213,7 +262,8 @@ def _check_parts(files: tuple[tuple[str, int, int], ...], table: str) -> None:
         fault, digest = _part_facts(path, mtime_ns, size, table)
         fault, deleted = (fault, "the broken part") if fault else _surplus(Path(path), digest, copies, layouts)
         if fault is not None:
-            raise DashboardError(f"cache {path} {fault}: {part_fix(Path(path), deleted)}")
+            fix = object_store.part_fix(path) if object_store.is_object_url(path) else part_fix(Path(path), deleted)
+            raise DashboardError(f"cache {path} {fault}: {fix}")
 
 
 def _surplus(part: Path, digest: str | None, copies: dict, layouts: dict) -> tuple[str | None, str]:

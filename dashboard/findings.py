@@ -16,6 +16,7 @@ import polars as pl
 
 from dashboard import attribution_views, data, kinds, paper, sparse_views
 from dashboard.data import Run
+from dashboard.share_views import mean_difference, pattern_verdict
 
 HOLDS, FAILS, OPEN, CONTEXT = "holds", "does not hold", "not computed yet", "context"
 _COLUMNS = {"claim": pl.String, "paper": pl.String, "ours": pl.String, "verdict": pl.String}
@@ -100,6 +101,14 @@ def _patterns(shares: pl.DataFrame, tasks: tuple[str, ...]) -> list[dict]:
         mean = {kind: shares.filter(kind=kind, pattern=pattern)["share"].mean() for kind in ("standard", "effective")}
         if shares.is_empty() or None in mean.values():
             rows.append(_row(claim, paper_text, "patterns not classified yet", OPEN))
+            continue
+        combined = mean_difference(shares, pattern)
+        if combined is not None:  # corrected for the classifier's errors, with a 95 % interval
+            diff, low, high = combined
+            rows.append(_row(claim, paper_text,
+                             f"{mean['standard']:.1%} → {mean['effective']:.1%} (mean of {len(tasks)} tasks); corrected "
+                             f"difference {100 * diff:+.1f} points (95 % {100 * low:+.1f} to {100 * high:+.1f})",
+                             pattern_verdict(low, high, theirs["effective"] - theirs["standard"])))
             continue
         rows.append(_row(claim, paper_text, f"{mean['standard']:.1%} → {mean['effective']:.1%} (mean of {len(tasks)} tasks)",
                          size_verdict(mean["effective"] - mean["standard"], theirs["effective"] - theirs["standard"])))

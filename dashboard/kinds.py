@@ -46,7 +46,7 @@ def sample_note(run: Run) -> str:
     first = f"the first {k} analysed examples" if k is not None else "a sample of the analysed examples"
     return (f"{label(SAMPLED)} is computed only on {first} per task (a linear program per query row; "
             "`config.efficient_examples` in the manifest), so its averages are over that sample; every "
-            "explorer example is in it.")
+            "explorer example of a full run is in it.")
 
 
 def _origin(source: str) -> str:

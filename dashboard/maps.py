@@ -1,4 +1,4 @@
-"""Full attention maps of the explorer sample: load, reshape, label tokens.
+"""Full attention maps of the explorer sample: load, reshape, label tokens, list and filter the examples.
 
 ``maps.weights`` is a row-major (query, key) list of seq_len² floats per example × layer ×
 head × kind (every kind of precompute.schema.KINDS; efficient only for examples in its sample);
@@ -13,12 +13,16 @@ import polars as pl
 
 from dashboard import data
 from dashboard.data import Run
+from precompute.map_sample import mispredicted
+from precompute.schema import TASKS
+
+TEXT_PREVIEW = 80  # characters of an example's text in the picker
 
 
 def sample_examples(run: Run, task: str) -> pl.DataFrame:
-    """The map sample of ``task``: example_id, label, predictions, texts, tokens, segments, in_efficient_sample."""
+    """The map sample of ``task``: example_id, seq_len, label, predictions, texts, tokens, segments, in_efficient_sample."""
     frame = data.read(run, "examples", tasks=(task,), in_map_sample=True,
-                      columns=("example_id", "label", "prediction", "prediction_effective",
+                      columns=("example_id", "seq_len", "label", "prediction", "prediction_effective",
                                "text_a", "text_b", "tokens", "segment_ids", "in_efficient_sample"))
     return frame.sort("example_id")
 
@@ -58,3 +62,33 @@ def token_labels(tokens: list[str] | None, n: int, segments: list[int] | None = 
 def attributed_examples(run: Run, task: str) -> list[int]:
     """Example ids of a task that have attribution maps (none before the attribute stage)."""
     return sorted(data.read(run, "attribution_maps", tasks=(task,), columns=("example_id",))["example_id"].unique())
+
+
+def example_table(sample: pl.DataFrame, task: str) -> pl.DataFrame:
+    """The picker's rows: id, n, label, prediction, correct?, the first words of the text."""
+    wrong = mispredicted(sample["label"].to_numpy(), sample["prediction"].to_numpy(),
+                         regression=TASKS[task].is_regression if task in TASKS else False)
+    text = sample.select(pl.col("text_a").fill_null("") + pl.when(pl.col("text_b").is_not_null())
+                         .then(" ‖ " + pl.col("text_b")).otherwise(pl.lit("")))["text_a"]
+    return pl.DataFrame({
+        "id": sample["example_id"], "n": sample["seq_len"], "label": sample["label"],
+        "prediction": sample["prediction"], "correct": ~pl.Series(wrong),
+        "text": text.map_elements(_preview, return_dtype=pl.String),
+    })
+
+
+def _preview(text: str) -> str:
+    return text if len(text) <= TEXT_PREVIEW else text[:TEXT_PREVIEW].rsplit(" ", 1)[0] + " …"
+
+
+def filter_examples(table: pl.DataFrame, *, longer_than: int | None, only_wrong: bool) -> pl.DataFrame:
+    """The rows with n > longer_than (None: no length filter) and, with only_wrong, the mispredicted ones."""
+    if longer_than is not None:
+        table = table.filter(pl.col("n") > longer_than)
+    return table.filter(~pl.col("correct")) if only_wrong else table
+
+
+def shipped_map_kinds(run: Run) -> tuple[str, ...] | None:
+    """Kinds a shipped copy kept in its maps table (data/ size), or None when it kept every kind."""
+    kinds = (run.manifest.get("shipped") or {}).get("map_kinds")
+    return tuple(kinds) if kinds else None

@@ -7,7 +7,7 @@ import polars as pl
 from plotly.subplots import make_subplots
 
 from dashboard import paper
-from dashboard.charts import PATTERN_COLORS
+from dashboard.charts import PATTERN_COLORS, figure_title
 from dashboard.kinds import label
 from precompute.schema import PATTERNS
 
@@ -43,12 +43,15 @@ def table2_figure(table: pl.DataFrame, kinds: tuple[str, ...]) -> go.Figure:
                 x=x, y=part[SHORT[pattern]].to_list(), name=pattern, marker_color=PATTERN_COLORS[pattern],
                 legendgroup=pattern, showlegend=col == 1,
                 hovertemplate=f"%{{x}}<br>{pattern}: %{{y:.1f}}%<extra>{label(kind)}</extra>"), row=1, col=col)
-    fig.update_layout(barmode="stack", height=420, yaxis_title="% of maps", legend_title_text="class",
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(barmode="stack", height=450, yaxis_title="% of maps", legend_title_text="class",
+                      title=figure_title("Share of maps per pattern class, ours beside the paper's (Table 2, Fig. 4)",
+                                         table["task"].unique(maintain_order=True).to_list(), kinds),
+                      margin={"l": 10, "r": 10, "t": 90, "b": 10})
     return fig
 
 
-def grid_figure(grid: pl.DataFrame, kinds: tuple[str, ...], layers: tuple[int, ...], heads: tuple[int, ...]) -> go.Figure:
+def grid_figure(grid: pl.DataFrame, kinds: tuple[str, ...], layers: tuple[int, ...], heads: tuple[int, ...],
+                task: str) -> go.Figure:
     """Layer × head grid of the dominant class, drawn as clickable squares (one trace per class)."""
     fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[label(k) for k in kinds],
                         shared_yaxes=True, horizontal_spacing=0.04)
@@ -70,8 +73,10 @@ def grid_figure(grid: pl.DataFrame, kinds: tuple[str, ...], layers: tuple[int, .
     fig.update_yaxes(title_text="layer", tickvals=list(layers), range=[max(layers) + 0.6, min(layers) - 0.6],
                      showgrid=False, zeroline=False, row=1, col=1)
     fig.update_yaxes(showgrid=False, zeroline=False)
-    fig.update_layout(height=120 + (size + 6) * len(layers), legend_title_text="dominant class",
-                      clickmode="event+select", margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(height=160 + (size + 6) * len(layers), legend_title_text="dominant class",
+                      title=figure_title("Dominant pattern class per layer × head (opacity: its share of maps)", [task],
+                                         kinds),
+                      clickmode="event+select", margin={"l": 10, "r": 10, "t": 90, "b": 10})
     return fig
 
 

@@ -5,6 +5,8 @@ server (``python -m http.server``) does not. So a remote run is mirrored file by
 local folder (whole-file GETs) and then read exactly like a local run, with pushdown.
 Part files are found from the server's directory listing (``<a href=...>`` links); without a
 listing, the default single-shard names ``part-00000-of-00001-<chunk>.parquet`` are probed.
+Object stores (``s3://``, ``gs://``) do answer range requests: dashboard/object_store.py reads
+them in place, fetching only the columns and row groups a page needs.
 """
 
 from __future__ import annotations

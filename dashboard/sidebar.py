@@ -4,6 +4,10 @@ app.py renders it on every run, before the page, so the widgets (and their value
 page switches. Each widget is bound to a URL query parameter (``bind="query-params"``, keyed by
 its widget key), so a link reproduces the view: ``?run=minilm&task=rte&layer=5&kind=effective``.
 A value equal to the default (everything selected) is left out of the URL.
+
+Pages that show one head (ONE_HEAD_PAGES: the explorer) get a single Layer and Head choice here
+instead of the multi-selects, so that the page has one set of layer/head controls; their keys are
+the page's own URL parameters (``?ex_layer=5&ex_head=3``), which links from other pages set.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ IMAGE_FORMATS = ("svg", "png")  # what the modebar camera button saves
 RUN_KEY, TASK_KEY, LAYER_KEY, HEAD_KEY, KIND_KEY = "run", "task", "layer", "head", "kind"
 SIDEBAR_KEYS = (RUN_KEY, TASK_KEY, LAYER_KEY, HEAD_KEY, KIND_KEY)
 IMAGE_FORMAT_KEY = "image_format"
+ONE_LAYER_KEY, ONE_HEAD_KEY = "ex_layer", "ex_head"  # the single choice of ONE_HEAD_PAGES
+ONE_HEAD_PAGES = ("explorer",)  # url paths of the pages that show one layer and head
 KINDS_HELP = "Views of each head's attention, shown in figures as: " + "; ".join(
     f"{kind} = {label(kind)} ({info.source})" for kind, info in KIND_INFO.items()) + f". {PROJECT_MARK} = project-defined."
 
@@ -44,11 +50,27 @@ def _sorted_pick(options: list, picked: list) -> tuple:
     return tuple(option for option in options if option in picked)
 
 
-def render() -> Selection:
-    """Draw the sidebar and return the selection (raises DashboardError / NoCachesError)."""
+def current_page_path() -> str | None:
+    """url_path of the page st.navigation picked for this run (app.py calls render after it); None if unknown."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return None
+    info = ctx.pages_manager.get_pages().get(ctx.page_script_hash) or {}
+    return info.get("url_pathname")
+
+
+def render(page_path: str | None = None) -> Selection:
+    """Draw the sidebar and return the selection (raises DashboardError / NoCachesError).
+
+    page_path: url path of the page about to run (``st.navigation(...).url_path``); found from
+    Streamlit's script context when not given."""
     sidebar = st.sidebar
+    one_head = (page_path if page_path is not None else current_page_path()) in ONE_HEAD_PAGES
+    one_keys = (ONE_LAYER_KEY, ONE_HEAD_KEY) if one_head else ()
     # what the URL asked for, before the bound widgets drop values they do not offer
-    requested = {key: st.query_params.get_all(key) for key in (*SIDEBAR_KEYS, IMAGE_FORMAT_KEY)}
+    requested = {key: st.query_params.get_all(key) for key in (*SIDEBAR_KEYS, IMAGE_FORMAT_KEY, *one_keys)}
     runs = discover_runs()
     names = list(runs)
     # options are the folder names (a URL-bound widget matches ?run= against what it displays); the
@@ -62,10 +84,16 @@ def render() -> Selection:
     picked_tasks = sidebar.multiselect("Tasks", tasks, default=ready, key=TASK_KEY, bind="query-params",
                                        help="Tasks of this run; by default those with cached results")
     layers, heads = list(range(run.n_layers)), list(range(run.n_heads))
-    picked_layers = sidebar.pills("Layers", layers, selection_mode="multi", default=layers,
-                                  key=LAYER_KEY, bind="query-params")
-    picked_heads = sidebar.pills("Heads", heads, selection_mode="multi", default=heads,
-                                 key=HEAD_KEY, bind="query-params")
+    if one_head:  # the last layer first: the paper's Fig. 2 and most effective-attention changes are there
+        picked_layers = [sidebar.selectbox("Layer", layers, index=len(layers) - 1, key=ONE_LAYER_KEY,
+                                           bind="query-params", help="The layer of the head shown")]
+        picked_heads = [sidebar.selectbox("Head", heads, key=ONE_HEAD_KEY, bind="query-params",
+                                          help="The head shown, within that layer")]
+    else:
+        picked_layers = sidebar.pills("Layers", layers, selection_mode="multi", default=layers,
+                                      key=LAYER_KEY, bind="query-params")
+        picked_heads = sidebar.pills("Heads", heads, selection_mode="multi", default=heads,
+                                     key=HEAD_KEY, bind="query-params")
     # options are the kind names, not their labels: a URL-bound widget writes what it displays into the
     # URL, and links must keep reading ?kind=effective; the help maps each name to its label
     picked_kinds = sidebar.pills("Attention kinds", list(KINDS), selection_mode="multi", default=list(KINDS),
@@ -74,7 +102,7 @@ def render() -> Selection:
                               key=IMAGE_FORMAT_KEY, bind="query-params", format_func=str.upper,
                               help="Format of the camera button in each chart's toolbar")
     offered = {RUN_KEY: names, TASK_KEY: tasks, LAYER_KEY: layers, HEAD_KEY: heads, KIND_KEY: list(KINDS),
-               IMAGE_FORMAT_KEY: list(IMAGE_FORMATS)}
+               IMAGE_FORMAT_KEY: list(IMAGE_FORMATS), ONE_LAYER_KEY: layers, ONE_HEAD_KEY: heads}
     ignored = ignored_url_values(requested, offered)
     if ignored:
         sidebar.warning(f"Ignored from the link: {ignored}. The sidebar shows what was used instead.")

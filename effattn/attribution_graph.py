@@ -21,7 +21,7 @@ from typing import Iterator
 import torch
 
 from .errors import InputShapeError, UnsupportedModelError
-from .routing import check_supported, routed_attention
+from .routing import check_supported, recorded_outputs, routed_attention
 
 Cut = tuple[str, int]  # (kind, layer): kind in "input", "attention", "heads", "output"
 
@@ -119,7 +119,7 @@ class _Cuts:
 
 def _recorded_modules(model, kind: str) -> list[torch.nn.Module]:
     """The modules whose outputs transformers itself records as `kind`, in run order."""
-    spec = (getattr(model, "_can_record_outputs", None) or {}).get(kind)
+    spec = recorded_outputs(model).get(kind)  # MPNet declares none: effattn's stand-in
     target = getattr(spec, "target_class", spec)
     modules = [m for m in model.modules() if isinstance(target, type) and isinstance(m, target)]
     if not modules:

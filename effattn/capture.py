@@ -85,7 +85,8 @@ def capture_attention(model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
     if layer_counter[0] == 0:
         raise UnsupportedModelError(
             f"{type(model).__name__} ran without calling its attention through transformers' "
-            "AttentionInterface, so nothing was captured: use a BERT-family encoder")
+            "AttentionInterface or an attention module effattn replaces, so nothing was captured: "
+            "use a BERT-family, DistilBERT or MPNet encoder")
     if projections is not None and len(projections) != layer_counter[0]:
         raise UnsupportedModelError(
             f"{type(model).__name__} ran {layer_counter[0]} attention layers but effattn found "

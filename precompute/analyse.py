@@ -6,7 +6,9 @@ writes, per task, one part of each analysis table (docs/SCHEMA.md):
   layer × head × kind;
 - task_summary: examples analysed, d_head, share of examples with seq_len ≤ d_head (where
   effective equals standard), mean seq_len, agreement of the predictions standard vs effective;
-- pattern_shares / pattern_grid: only when the `pattern` column has been filled;
+- pattern_shares / pattern_grid: only when the `pattern` column has been filled; the shares come
+  with the classifier-corrected share and 95 % intervals (precompute/share_intervals.py) when a
+  classifier evaluation (data/pattern_labels/classifier_eval.parquet) is available;
 - attribution_summary / influence_summary: mean, std and n of the attention-vs-attribution
   measures per layer × head × kind and of the layer influence measures per layer, only when the
   attribute stage has written `attribution` (a run without it analyses as before);
@@ -17,9 +19,12 @@ writes, per task, one part of each analysis table (docs/SCHEMA.md):
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
 from precompute import CacheError
+from precompute import share_intervals as intervals
 from precompute.schema import ATTRIBUTION_MEASURES, HEAD_MEASURES, INFLUENCE_MEASURES, PATTERNS, SPARSITY_MEASURES, TASKS
 from precompute.store import RunFolder, Shard
 
@@ -110,6 +115,22 @@ def pattern_shares(measures: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def with_intervals(shares: pl.DataFrame, measures: pl.LazyFrame, classifier_eval: Path | None) -> pl.DataFrame:
+    """Add the corrected shares and their intervals to pattern_shares (null columns when there is
+    no classifier evaluation to correct with)."""
+    if classifier_eval is None or not Path(classifier_eval).is_file():
+        return shares
+    try:
+        confusions = intervals.read_confusions(Path(classifier_eval))
+    except (ValueError, OSError, pl.exceptions.PolarsError) as err:
+        raise CacheError(f"cannot read the classifier's confusion from {classifier_eval} ({err}); "
+                         "rerun `python tools/compare_pattern_classifiers.py` or pass another "
+                         "classifier_eval file") from err
+    labels = measures.select("task", "example_id", "kind", "pattern").filter(pl.col("pattern").is_not_null())
+    table = intervals.share_intervals(labels.collect(), confusions)
+    return shares.join(table.drop("share", "n_maps"), on=["task", "kind", "pattern"], how="left", maintain_order="left")
+
+
 def pattern_grid(measures: pl.LazyFrame) -> pl.LazyFrame:
     """Most frequent pattern of each task × layer × head × kind and its share (ties: by name)."""
     counts = (
@@ -125,9 +146,11 @@ def pattern_grid(measures: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def run_analyse(run: RunFolder, tasks: list[str]) -> None:
+def run_analyse(run: RunFolder, tasks: list[str], *,
+                classifier_eval: Path | None = intervals.DEFAULT_CLASSIFIER_EVAL) -> None:
     """Write head_summary, task_summary and (when classified) pattern tables for each task, and
-    the attribution summaries when the attribute stage has run."""
+    the attribution summaries when the attribute stage has run. classifier_eval: the held-out
+    confusion of the pattern classifier for the share intervals (None or missing: no intervals)."""
     d_head = run.read_manifest().get("d_head")
     if d_head is None:
         raise CacheError(f"manifest {run.manifest_path} has no d_head: re-run `python -m precompute` so that it records the model shape")
@@ -158,6 +181,8 @@ def run_analyse(run: RunFolder, tasks: list[str]) -> None:
             for table in ("pattern_shares", "pattern_grid"):
                 run.clear(table, task)  # drop pattern tables of an earlier analysis
                 del tables[table]
+        else:
+            tables["pattern_shares"] = with_intervals(tables["pattern_shares"], measures, classifier_eval)
         for table, frame in tables.items():
             run.write_part(table, task, frame, shard=Shard(), chunk=0)
 

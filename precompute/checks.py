@@ -53,7 +53,11 @@ def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
         raise CacheError(f"table {table}: a value does not fit its column type ({str(error).splitlines()[0]}): check the ranges") from None
 
 
-_FILLABLE = {"head_measures": ("pattern", "pattern_score")}
+# columns a writer may leave out (filled with nulls): the pattern columns when nothing was classified, and
+# the interval columns where no classifier evaluation was available (precompute/share_intervals.py)
+_FILLABLE = {"head_measures": ("pattern", "pattern_score"),
+             "pattern_shares": ("share_adjusted", "share_low", "share_high", "diff_adjusted", "diff_low", "diff_high",
+                                "n_examples", "confusion")}
 
 
 def _castable(source: pl.DataType, target: pl.DataType) -> bool:
@@ -216,6 +220,8 @@ def footer_fault(footer: PartFooter, path: Path, table: str | None) -> str | Non
     schema = TABLES[table]
     for name, dtype in schema.items():
         if name not in footer.columns:
+            if name in _FILLABLE.get(table, ()):  # added later to the schema: readers fill it with nulls
+                continue
             return f"lacks the column {name!r} ({dtype}) that docs/SCHEMA.md lists for {table}"
         if footer.columns[name] != dtype:
             return f"has the column {name!r} as {footer.columns[name]}, docs/SCHEMA.md says {dtype}"

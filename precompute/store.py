@@ -78,6 +78,17 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+def _file_mode() -> int:
+    """0o666 less the umask: what open() would give, where mkstemp gives 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# mkstemp's 0o600 would keep a dashboard that runs as another user (a container) from reading the run
+FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it into place with os.replace."""
@@ -88,6 +99,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         with disk_full_as_error(f"writing {path}"):
             yield tmp
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

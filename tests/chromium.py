@@ -19,7 +19,7 @@ from cache_fixture import free_port
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
-WAIT_SECONDS = 60  # first page load compiles plotly in the browser on a busy 2-core machine
+WAIT_SECONDS = 90  # first load compiles plotly in the browser (and the live page imports torch) on a busy 2-core machine
 PAGES = [  # (url path, heading); every page draws at least one plotly chart
     ("", "Effective vs standard attention"),
     ("patterns", "Attention patterns"),
@@ -29,6 +29,7 @@ PAGES = [  # (url path, heading); every page draws at least one plotly chart
     ("sparse", "Sparse attention"),
     ("finetuning", "What finetuning changes"),
     ("explorer", "Example explorer"),
+    ("own_input", "Your own input"),  # live: the first view imports torch and loads the model
     ("cost", "What effective attention costs"),
 ]
 

@@ -11,7 +11,7 @@ from scipy.stats import kendalltau
 from cache_fixture import N_LAYERS, TASKS, figures, open_page, problems, write_run
 from attribution_fixture import ATTRIBUTION_EXAMPLES
 from dashboard.attribution_views import RECIPE, kendall_tau
-from dashboard.kinds import label
+from dashboard.kinds import difference, label
 from precompute.schema import KINDS
 from precompute.store import RunFolder
 
@@ -40,12 +40,15 @@ def test_heatmaps_show_every_kinds_mean_jsd_per_layer_and_head_on_one_scale(fixt
     at = open_page("attribution")
     assert problems(at) == []
     traces = figures(at)[0]["data"]
-    assert [trace["name"] for trace in traces] == [label(kind) for kind in KINDS]
+    # every kind in the first row, then each kind − standard
+    assert [trace["name"] for trace in traces] == [label(kind) for kind in KINDS] + [difference(kind) for kind in KINDS[1:]]
+    weights, differences = traces[:len(KINDS)], traces[len(KINDS):]
     expected = (_table(fixture_caches, "attribution_summary").filter(kind="standard", measure="jsd")
                 .group_by("layer", "head").agg(pl.col("mean").mean()).sort("layer", "head"))
     z = np.array(traces[0]["z"], dtype=float)
     np.testing.assert_allclose(z.ravel(), expected["mean"].to_numpy(), rtol=1e-9)  # mean over both tasks
-    assert len({trace["zmax"] for trace in traces}) == 1 and all(trace["zmin"] == 0 for trace in traces)
+    assert len({trace["zmax"] for trace in weights}) == 1 and all(trace["zmin"] == 0 for trace in weights)
+    assert all(trace["zmid"] == 0 and trace["zmin"] == -trace["zmax"] for trace in differences)
     assert f"{ATTRIBUTION_EXAMPLES} examples" in [metric.value for metric in at.metric]
     assert any("project-chosen definition" in caption.value for caption in at.caption)
 

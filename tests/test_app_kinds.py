@@ -60,9 +60,11 @@ def test_explorer_shows_every_kind_beside_the_null_component_with_the_kinds_colo
     expected = [kinds.label("standard"), kinds.label("effective"), NULL_TITLE,
                 *(kinds.label(kind) for kind in NEW_KINDS), RECIPE]  # the head's attribution map last
     assert [trace["name"] for trace in traces] == expected
-    by_title = {kinds.label(kind): kind for kind in KINDS} | {NULL_TITLE: DIFFERENCE, RECIPE: None}
-    for trace in traces:
-        _assert_colour_rule(trace, by_title[trace["name"]])
+    # the explorer's colour rule: every attention panel on one scale (diverging: effective has negative
+    # weights here), the attribution panel (not attention) sequential on its own
+    scales = {(trace["zmin"], trace["zmax"], trace.get("zmid"), str(trace["colorscale"])) for trace in traces[:-1]}
+    assert len(scales) == 1 and traces[0]["zmid"] == 0 and traces[0]["zmin"] == -traces[0]["zmax"]
+    _assert_colour_rule(traces[-1], None)
     efficient = np.array(traces[-2]["z"], dtype=float)
     assert (efficient == 0).any() and np.allclose(efficient.sum(axis=1), 1, atol=1e-2)  # sparse rows of a distribution
     notes = " ".join(caption.value for caption in at.caption)
@@ -102,13 +104,16 @@ def test_special_tokens_draw_every_kind_and_its_difference_from_standard_for_cls
     at = open_page("special_tokens")
     assert problems(at) == []
     cls_panels, sep_panels, punct_panels = figures(at)[:3]
-    traces = {trace["name"]: trace for trace in cls_panels["data"]}
-    assert list(traces) == [*(kinds.label(kind) for kind in KINDS), *(kinds.difference(kind) for kind in KINDS[1:])]
-    standard = np.array(traces[kinds.label("standard")]["z"], dtype=float)
-    for kind in KINDS[1:]:
-        difference = np.array(traces[kinds.difference(kind)]["z"], dtype=float)
-        np.testing.assert_allclose(difference, np.array(traces[kinds.label(kind)]["z"], dtype=float) - standard, atol=1e-12)
-        _assert_colour_rule(traces[kinds.difference(kind)], DIFFERENCE)
+    for task in ("RTE", "SST-2"):  # one grid column per task: "RTE · standard", ..., "RTE · effective − standard"
+        traces = {trace["name"].removeprefix(f"{task} · "): trace for trace in cls_panels["data"]
+                  if trace["name"].startswith(f"{task} · ")}
+        assert list(traces) == [*(kinds.label(kind) for kind in KINDS), *(kinds.difference(kind) for kind in KINDS[1:])]
+        standard = np.array(traces[kinds.label("standard")]["z"], dtype=float)
+        for kind in KINDS[1:]:
+            difference = np.array(traces[kinds.difference(kind)]["z"], dtype=float)
+            np.testing.assert_allclose(difference, np.array(traces[kinds.label(kind)]["z"], dtype=float) - standard,
+                                       atol=1e-12)
+            _assert_colour_rule(traces[kinds.difference(kind)], DIFFERENCE)
     assert len(punct_panels["data"]) == len(cls_panels["data"])
 
 
@@ -134,7 +139,9 @@ def test_sidebar_and_legends_use_the_kinds_labels():
     assert sidebar_kinds.options == list(KINDS)  # names, so that links keep ?kind=effective
     assert all(kinds.label(kind) in sidebar_kinds.help for kind in KINDS)
     heatmaps, bars = figures(at)[:2]
-    assert [trace["name"] for trace in heatmaps["data"]] == [f"all selected · {kinds.label(kind)}" for kind in KINDS]
+    assert [trace["name"] for trace in heatmaps["data"]] == [
+        *(f"all selected · {kinds.label(kind)}" for kind in KINDS),
+        *(f"all selected · {kinds.difference(kind)}" for kind in KINDS[1:])]
     assert [trace["name"] for trace in bars["data"]] == [kinds.label(kind) for kind in KINDS]
 
 

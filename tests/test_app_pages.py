@@ -96,7 +96,10 @@ def test_patterns_say_not_classified_yet_when_pattern_columns_are_null():
 def test_token_types_show_the_final_layer_by_default_with_head_summary_values(fixture_caches):
     at = open_page("token_types")
     heatmaps = figures(at)[0]["data"]
-    assert [t["name"] for t in heatmaps] == [f"{task} · {label(kind)}" for task in ("RTE", "SST-2") for kind in KINDS]
+    # the paper's grid, row by row: one row per kind, then one per kind − standard; tasks across
+    assert [t["name"] for t in heatmaps] == ([f"{task} · {label(kind)}" for kind in KINDS for task in ("RTE", "SST-2")]
+                                             + [f"{task} · {difference(kind)}" for kind in KINDS[1:]
+                                                for task in ("RTE", "SST-2")])
     summary = RunFolder(fixture_caches / "minilm").scan("head_summary").filter(
         (pl.col("task") == "rte") & (pl.col("kind") == "standard") & (pl.col("layer") == N_LAYERS - 1)
         & (pl.col("measure") == "cls_row_sep")).sort("head").collect()
@@ -107,17 +110,22 @@ def test_token_types_show_the_final_layer_by_default_with_head_summary_values(fi
 def test_token_types_can_average_over_tasks_at_another_layer():
     at = open_page("token_types", query={"tt_view": "averaged over tasks", "tt_layer": "2"})
     heatmaps = figures(at)[0]["data"]
-    assert [t["name"] for t in heatmaps] == [f"all selected · {label(kind)}" for kind in KINDS]
+    assert [t["name"] for t in heatmaps] == ([f"all selected · {label(kind)}" for kind in KINDS]
+                                             + [f"all selected · {difference(kind)}" for kind in KINDS[1:]])
     assert "layer2" in at.download_button[0].proto.label
 
 
 def test_special_tokens_difference_is_effective_minus_standard():
     at = open_page("special_tokens", query={"kind": ["standard", "effective"]})
     cls_panels = figures(at)[0]["data"]
-    assert [t["name"] for t in cls_panels] == [label("standard"), label("effective"), difference("effective")]
-    standard, effective, diff = (np.array(t["z"], dtype=float) for t in cls_panels)
-    np.testing.assert_allclose(diff, effective - standard, atol=1e-12)
-    assert cls_panels[2]["zmid"] == 0 and cls_panels[2]["zmin"] == -cls_panels[2]["zmax"]
+    tasks = ("RTE", "SST-2")
+    assert [t["name"] for t in cls_panels] == [f"{task} · {name}" for name in (
+        label("standard"), label("effective"), difference("effective")) for task in tasks]
+    for column in range(len(tasks)):  # row by row: standard, effective, effective − standard
+        standard, effective, diff = (np.array(cls_panels[row * len(tasks) + column]["z"], dtype=float) for row in range(3))
+        np.testing.assert_allclose(diff, effective - standard, atol=1e-12)
+        diff_panel = cls_panels[2 * len(tasks) + column]
+        assert diff_panel["zmid"] == 0 and diff_panel["zmin"] == -diff_panel["zmax"]
 
 
 def test_finetuning_lines_carry_the_spread_across_examples():
@@ -125,15 +133,19 @@ def test_finetuning_lines_carry_the_spread_across_examples():
     lines = figures(at)[0]["data"]
     assert len(lines) == 2 * len(KINDS)  # tasks x kinds
     assert all(len(line["error_y"]["array"]) == N_LAYERS for line in lines)
-    spread = open_page("finetuning", query={"ft_stat": "IQR", "ft_task": "sst2"})
-    assert [t["name"] for t in figures(spread)[1]["data"]] == [f"{label(kind)} · IQR" for kind in KINDS]
+    spread = open_page("finetuning", query={"ft_stat": "IQR", "task": "sst2"})
+    grid = figures(spread)[1]
+    assert [t["name"] for t in grid["data"]] == ([f"SST-2 · {label(kind)}" for kind in KINDS]
+                                                 + [f"SST-2 · {difference(kind)}" for kind in KINDS[1:]])
+    assert grid["layout"]["title"]["text"].startswith("IQR")  # the statistic shown, named in the exported figure
 
 
-def test_explorer_null_component_is_standard_minus_effective_on_a_diverging_scale():
+def test_explorer_null_component_is_standard_minus_effective_on_one_shared_diverging_scale():
     at = open_page("explorer", query={"ex_example": "1", "ex_layer": "2", "ex_head": "1"})
     standard, effective, null = figures(at)[0]["data"][:3]
     np.testing.assert_allclose(np.array(null["z"]), np.array(standard["z"]) - np.array(effective["z"]), atol=1e-6)
-    assert standard.get("zmid") is None and effective["zmid"] == 0 and null["zmid"] == 0
+    scales = {(trace["zmin"], trace["zmax"], trace["zmid"], str(trace["colorscale"])) for trace in (standard, effective, null)}
+    assert len(scales) == 1 and standard["zmid"] == 0 and standard["zmin"] == -standard["zmax"]
     assert len(set(standard["x"])) == len(standard["x"]) == 12  # unique labels, both sentences
     assert any(label.split(" ", 1)[1].startswith("B:") for label in standard["x"])
     assert not any("identical" in info.value for info in at.info)

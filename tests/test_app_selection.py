@@ -22,7 +22,7 @@ def test_url_parameters_select_run_tasks_layers_heads_and_kinds():
                                             "sp_task": "sst2"})
     assert problems(at) == []
     (panel,) = figures(at)[0]["data"]
-    assert panel["name"] == label("effective") and panel["y"] == [1, 4] and panel["x"] == [2]
+    assert panel["name"] == f"SST-2 · {label('effective')}" and panel["y"] == [1, 4] and panel["x"] == [2]
 
 
 def test_sidebar_selection_survives_a_page_switch():

@@ -1,7 +1,8 @@
 import pytest
 import torch
 from transformers import (BertConfig, BertModel, DistilBertConfig, DistilBertModel,
-                          ElectraConfig, ElectraModel, RobertaConfig, RobertaModel)
+                          ElectraConfig, ElectraModel, MPNetConfig, MPNetForSequenceClassification,
+                          MPNetModel, RobertaConfig, RobertaModel)
 
 from effattn import UnsupportedModelError, capture_attention, effective_attention
 
@@ -24,6 +25,8 @@ ARCHITECTURES = {
     "roberta": lambda: tiny(RobertaModel, RobertaConfig, pad_token_id=1),
     "distilbert": lambda: tiny(DistilBertModel, DistilBertConfig),
     "electra": lambda: tiny(ElectraModel, ElectraConfig, embedding_size=32),
+    # no AttentionInterface: effattn replaces MPNetSelfAttention's forward (mpnet_attention.py)
+    "mpnet": lambda: tiny(MPNetModel, MPNetConfig, pad_token_id=1),
 }
 
 
@@ -119,3 +122,108 @@ def test_training_mode_is_restored_after_capture():
 def test_model_without_attention_interface_raises_a_clear_error():
     with pytest.raises(UnsupportedModelError, match="AttentionInterface"):
         capture_attention(torch.nn.Linear(4, 4), {"input": torch.zeros(1, 4)})
+
+
+# MPNet: its relative position bias and its own attention forward, checked in float64 against
+# transformers' code (the recomputation must agree to rounding, not merely to float32 noise).
+
+def tiny_mpnet_classifier():
+    return tiny(MPNetForSequenceClassification, MPNetConfig, pad_token_id=1, num_labels=2).double()
+
+
+def test_mpnet_capture_equals_its_own_attentions_in_float64_and_leaves_the_output_alone():
+    model, inputs = tiny_mpnet_classifier(), batch()
+    with torch.no_grad():
+        own = model(**inputs, output_attentions=True)
+    result = capture_attention(model, inputs)
+    real = inputs["attention_mask"].double()
+    block = real[:, None, :, None] * real[:, None, None, :]
+    assert len(result.layers) == 2
+    for capture, expected in zip(result.layers, own.attentions):
+        assert capture.attn.dtype == torch.float64
+        assert torch.allclose(capture.attn, expected * block, rtol=0, atol=1e-12)
+        output = capture.attn @ capture.values
+        assert torch.allclose(capture.attn_eff @ capture.values, output, rtol=0, atol=1e-10)
+        assert capture.attn_null[0].abs().max() > 1e-3
+        assert capture.output_weight is not None  # MPNet's W_O (attention.attn.o) was found
+    assert torch.allclose(result.output.logits, own.logits, rtol=0, atol=1e-12)
+    assert model.config._attn_implementation == "eager"  # routing restored
+
+
+def test_mpnet_values_are_its_value_projection():
+    model, inputs = tiny(MPNetModel, MPNetConfig, pad_token_id=1).double(), batch()
+    inputs_seen = []
+    hook = model.encoder.layer[0].attention.attn.register_forward_pre_hook(
+        lambda module, args: inputs_seen.append(args[0]))
+    try:
+        values = capture_attention(model, inputs).layers[0].values
+    finally:
+        hook.remove()
+    expected = model.encoder.layer[0].attention.attn.v(inputs_seen[0]).view(3, SEQ_LEN, 4, 8).transpose(1, 2)
+    assert torch.allclose(values, expected, rtol=0, atol=1e-12)
+
+
+def test_routing_one_mpnet_model_leaves_another_untouched():
+    routed, bystander, inputs = tiny_mpnet_classifier(), tiny_mpnet_classifier(), batch()
+    seen = []
+
+    def on_layer(capture):
+        with torch.no_grad():
+            seen.append(bystander(**inputs).logits)  # runs inside the routed forward
+
+    capture_attention(routed, inputs, on_layer=on_layer)
+    assert len(seen) == 2  # two layers of `routed`, none of `bystander` recorded
+    assert bystander.config._attn_implementation == "eager"
+
+
+def test_mpnet_logits_survive_effective_attention_substitution():
+    from effattn import effective_attention_substituted
+
+    model, inputs = tiny_mpnet_classifier(), batch()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        with effective_attention_substituted(model):
+            substituted = model(**inputs).logits
+    assert torch.allclose(substituted, expected, rtol=0, atol=1e-10)
+
+
+def test_mpnet_runs_a_sparse_attention_map_and_back():
+    from effattn import set_attention_map
+
+    model, inputs = tiny_mpnet_classifier(), batch()
+    with torch.no_grad():
+        softmax_logits = model(**inputs).logits
+        set_attention_map(model, "sparsemax")
+        sparse = model(**inputs, output_attentions=True)
+        set_attention_map(model, "softmax")
+        back = model(**inputs).logits
+    real = inputs["attention_mask"].bool()
+    rows = sparse.attentions[0][0, :, :SEQ_LEN]
+    assert (rows == 0).any() and torch.allclose(rows.sum(-1), torch.ones_like(rows.sum(-1)))
+    assert not torch.allclose(sparse.logits, softmax_logits)
+    assert torch.allclose(back, softmax_logits, rtol=0, atol=1e-12)
+    assert (sparse.attentions[1][~real[:, None, None, :].expand_as(sparse.attentions[1])] == 0).all()
+
+
+def test_mpnet_head_attribution_and_layer_influence_run():
+    from effattn.attribution import head_attribution, layer_influence
+
+    model, inputs = tiny(MPNetForSequenceClassification, MPNetConfig, pad_token_id=1), batch((8, 5))
+    inputs = {name: value[:, :8] for name, value in inputs.items()}
+    heads = head_attribution(model, inputs, layers=[1])
+    assert heads.shape == (2, 1, 4, 8, 8)
+    assert torch.allclose(heads[1, 0, :, :5].sum(-1), torch.ones(4, 5), atol=1e-5)
+    assert (heads[1, ..., 5:] == 0).all()
+    influence = layer_influence(model, inputs).influence
+    assert influence.shape == (2, 2, 8, 8)
+    # against plain autograd: ‖∂‖z‖/∂e_j‖ for head 2 at query 3 of layer 1, example 1 alone
+    from effattn.routing import routed_attention
+
+    single = {name: value[1:, :5] for name, value in inputs.items()}
+    embeds = model.get_input_embeddings()(single["input_ids"]).detach().requires_grad_(True)
+    heads_out = []
+    with torch.enable_grad(), routed_attention(model, lambda a, v, m, s: heads_out.append(a @ v) or a):
+        model(inputs_embeds=embeds, attention_mask=single["attention_mask"])
+    gradient, = torch.autograd.grad(heads_out[1][0, 2, 3].norm(), embeds)
+    expected = gradient[0].norm(dim=-1)
+    assert torch.allclose(heads[1, 0, 2, 3, :5], expected / expected.sum(), atol=1e-5)

@@ -15,6 +15,8 @@ def attention_blocks(model):
     """(value projection, output projection) per layer, written out per architecture."""
     if hasattr(model, "transformer"):  # DistilBERT
         return [(layer.attention.v_lin, layer.attention.out_lin) for layer in model.transformer.layer]
+    if hasattr(model.encoder.layer[0].attention, "attn"):  # MPNet: W_V and W_O both in attention.attn
+        return [(layer.attention.attn.v, layer.attention.attn.o) for layer in model.encoder.layer]
     return [(layer.attention.self.value, layer.attention.output.dense) for layer in model.encoder.layer]
 
 

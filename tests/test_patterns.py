@@ -13,6 +13,7 @@ from effattn.patterns import (FEATURES, PATTERNS, classify_pattern, classify_pat
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO / "data" / "pattern_labels" / "labels.parquet"
 EVAL = REPO / "data" / "pattern_labels" / "classifier_eval.parquet"
+CONSENSUS = REPO / "data" / "pattern_labels" / "consensus.parquet"
 
 
 def _tool():
@@ -121,11 +122,19 @@ def test_cross_validation_scores_each_label_with_a_model_that_never_saw_it():
     assert (held_out == y).mean() < 0.4
 
 
-def test_shipped_evaluation_predicts_every_label_once():
-    labels, table = pl.read_parquet(LABELS, columns=["pattern", "kind"]), pl.read_parquet(EVAL)
-    confusion = table.filter(pl.col("metric") == "confusion")
-    assert confusion["value"].sum() == labels.height
-    assert table.filter((pl.col("metric") == "macro_f1") & (pl.col("kind") == "all"))["n"][0] == labels.height
+def test_shipped_evaluation_predicts_every_consensus_label_once():
+    consensus = pl.read_parquet(CONSENSUS, columns=["pattern"]).filter(pl.col("pattern") != "ambiguous")
+    table = pl.read_parquet(EVAL).filter(pl.col("classifier") == "shipped", pl.col("kind") == "all")
+    assert table.filter(pl.col("metric") == "confusion")["value"].sum() == consensus.height
+    assert table.filter(pl.col("metric") == "macro_f1")["n"][0] == consensus.height
+
+
+def test_caches_classifier_is_evaluated_on_maps_it_was_not_fitted_on():
+    key = ["model", "task", "example_id", "layer", "head", "kind"]
+    table = pl.read_parquet(EVAL).filter(pl.col("classifier") == "caches", pl.col("kind") == "all")
+    consensus = pl.read_parquet(CONSENSUS, columns=[*key, "pattern"]).filter(pl.col("pattern") != "ambiguous")
+    unseen = consensus.join(pl.read_parquet(LABELS, columns=key), on=key, how="anti")
+    assert table.filter(pl.col("metric") == "confusion")["value"].sum() == unseen.height > 0
 
 
 def test_shipped_labels_cover_every_class_for_both_kinds():

@@ -2,6 +2,7 @@
 
 import errno
 import json
+import os
 
 import polars as pl
 import pytest
@@ -245,3 +246,34 @@ def test_a_stray_part_name_is_not_a_chunk(tmp_path):
     path = run.write_part("metrics", "rte", _metrics(), shard=Shard(), chunk=0)
     path.with_name(f"{path.stem} (copy).parquet").write_bytes(path.read_bytes())
     assert run.existing_chunks("metrics", "rte", Shard()) == {0}
+
+
+def test_atomic_writes_are_readable_by_other_users_as_the_umask_allows(tmp_path):
+    # mkstemp creates 0o600 files; a dashboard running as another user (a container) must read them
+    import stat
+
+    from precompute.store import FILE_MODE, atomic_path
+
+    target = tmp_path / "table" / "part.parquet"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"x")
+    assert stat.S_IMODE(target.stat().st_mode) == FILE_MODE
+    assert FILE_MODE & stat.S_IROTH or os.umask(os.umask(0)) & stat.S_IROTH
+
+
+def test_a_pattern_shares_part_from_before_the_intervals_still_reads(tmp_path):
+    # caches written before issue 17 lack the interval columns: they read with those columns null
+    from precompute.checks import inspect_part
+    from precompute.schema import SCHEMA_VERSION_KEY
+
+    part = tmp_path / "pattern_shares" / "task=rte" / "part-00000-of-00001-00000.parquet"
+    part.parent.mkdir(parents=True)
+    old = pl.DataFrame({"task": ["rte"], "kind": ["standard"], "pattern": ["vertical"], "share": [0.4], "n_maps": [10]})
+    old.write_parquet(part, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION)})
+    footer, fault = inspect_part(part, "pattern_shares")
+    assert fault is None
+    read = pl.read_parquet(part, schema=TABLES["pattern_shares"], missing_columns="insert")
+    assert read["share_low"].is_null().all() and read["share"][0] == 0.4
+    # a column that is not fillable is still a fault
+    old.drop("n_maps").write_parquet(part, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION)})
+    assert "lacks the column 'n_maps'" in inspect_part(part, "pattern_shares")[1]

@@ -148,7 +148,7 @@ def _example_maps(path: Path, example_id: int, kind: str) -> tuple[np.ndarray, n
     return arrays[f"{example_id}/{kind}"], arrays[f"{example_id}/segment_ids"]
 
 
-def _panel(weights: np.ndarray, segment_ids: np.ndarray, size: int):
+def draw_panel(weights: np.ndarray, segment_ids: np.ndarray, size: int):
     """One map as an RGB PIL image: |A| renormalised per row (what the classifier sees),
     white -> dark blue scaled to the map's maximum; red lines at the sentence boundary and
     orange ticks above the [CLS]/[SEP] columns."""
@@ -211,7 +211,7 @@ def render(args) -> int:
 
     chosen = _select(args, _labelled_keys())
     loaded = [_load_map(args.cache, key) for key in chosen]
-    panels = [_panel(weights, segment_ids, size=args.size) for weights, segment_ids in loaded]
+    panels = [draw_panel(weights, segment_ids, size=args.size) for weights, segment_ids in loaded]
     cols, pad = args.cols, 22
     width = max(p.width for p in panels) + 8
     height = max(p.height for p in panels) + pad

@@ -43,16 +43,23 @@ for column, name in zip(st.columns(max(len(present), 1)), present):
 st.caption(views.RECIPE_NOTE)
 
 st.subheader(f"{views.MEASURES[measure]} per layer × head")
+scale = charts.scale_toggle()
 panels, cells = views.head_panels(summary, measure, shown, selection.layers, selection.heads)
-charts.show(charts.heatmaps(panels, height=140 + 24 * len(selection.layers), shared_range=True),
+title = charts.figure_title(f"{views.MEASURES[measure]} between each head's attention row and its attribution row",
+                            present, shown)
+charts.show(charts.heatmaps(panels, cols=len(shown), height=(140 + 24 * len(selection.layers)) * (1 + (len(panels) > len(shown))),
+                            scale=scale, title=title, colorbar_title=views.UNITS[measure]),
             cells.with_columns(pl.lit(task).alias("task"), pl.lit(measure).alias("measure")), f"attribution_{measure}_{task}")
-st.caption("One colour range for all kinds, so that they compare by colour. "
+st.caption("First row: each kind; below it, that kind − standard. Shared scale: one colour range for all kinds, so that "
+           "they compare by colour, the differences their own. "
            + ("Lower = the attention row is closer to the attribution row." if views.MISMATCH_SIGN[measure] > 0 else
               "Higher = the attention row agrees better with the attribution row."))
 
 st.subheader("Per layer: does the mismatch grow with depth? Which kind agrees best?")
 layered = views.per_layer(summary, measure)
-charts.show(views.per_layer_figure(layered, shown, measure), layered, f"attribution_per_layer_{measure}_{task}")
+fig = views.per_layer_figure(layered, shown, measure)
+fig.update_layout(title=charts.figure_title(f"Mean {views.MEASURES[measure]} per layer", present, shown), margin={"t": 70})
+charts.show(fig, layered, f"attribution_per_layer_{measure}_{task}")
 table = views.trends(layered, measure, shown)
 st.markdown(views.sentence(table, measure))
 st.dataframe(table, hide_index=True, width="stretch",
@@ -66,7 +73,11 @@ influence = data.read(run, "influence_summary", tasks=tasks, layer=selection.lay
 if influence.is_empty():
     st.info(views.how_to_make(run, tasks))
 else:
-    charts.show(views.influence_figure(influence, views.chance_own_share(run, tasks)), influence, f"influence_{task}")
+    fig = views.influence_figure(influence, views.chance_own_share(run, tasks))
+    fig.update_layout(title=charts.figure_title("Influence of the input tokens on each layer's output (gradient "
+                                                "attribution)", influence["task"].unique().to_list()),
+                      height=420, margin={"t": 90})
+    charts.show(fig, influence, f"influence_{task}")
     st.caption("Same recipe with h = the hidden state after the layer at position i: own-token share = g(i, i), how much "
                "a position's own input token shapes it (dotted: 1/n, a uniform share); entropy of g(i, ·) / log n: "
                "1 = every input token alike, 0 = one token. Error bars: standard deviation across examples.")

@@ -1,11 +1,15 @@
-"""Finetuning (Fig. 3): cosine similarity of each head's map before and after finetuning, with spread."""
+"""Finetuning (Fig. 3): cosine similarity of each head's map before and after finetuning, per layer with its
+spread, and per head as the paper's grid (tasks across, kinds and their differences from standard down)."""
 
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
 from dashboard import charts, data, kinds, paper, sidebar
-from dashboard.charts import KIND_COLORS, Panel
+from dashboard.charts import FITTED, KIND_COLORS
+
+STATISTICS = {"mean": "cosine similarity to pretrained", "std": "std of the cosine across examples",
+              "IQR": "IQR of the cosine across examples"}
 
 selection = sidebar.page(
     "What finetuning changes",
@@ -41,27 +45,36 @@ for i, task in enumerate(selection.tasks):
             customdata=part.select("q25", "q75", "std").rows(),
             hovertemplate="layer %{x}: %{y:.3f}<br>sd %{customdata[2]:.3f}, IQR %{customdata[0]:.3f}–%{customdata[1]:.3f}"
                           f"<extra>{paper.task_label(task)} · {kinds.label(kind)}</extra>"))
-fig.update_layout(height=400, xaxis_title="layer", yaxis_title="cosine similarity to pretrained",
-                  xaxis={"tickvals": list(selection.layers)}, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+fig.update_layout(height=430, xaxis_title="layer", yaxis_title="cosine similarity to pretrained",
+                  xaxis={"tickvals": list(selection.layers)}, margin={"l": 10, "r": 10, "t": 70, "b": 10},
+                  title=charts.figure_title("Cosine similarity of each head's map before vs after finetuning, mean "
+                                            "over the layer's heads", selection.tasks, selection.kinds))
 charts.show(fig, per_layer, "finetuning_per_layer")
 st.caption("Error bars: standard deviation across examples, averaged over the layer's heads. Colour = kind, "
            "dash = task.")
 
-st.subheader("Per head")
-task = st.pills("Task", [*selection.tasks, "all"], default=selection.tasks[0], required=True, key="ft_task",
-                bind="query-params", help="`all` averages over the selected tasks")
-statistic = st.segmented_control("Show", ["mean", "std", "IQR"], default="mean", required=True, key="ft_stat",
+st.subheader("Per head: the paper's Fig. 3 grid")
+c1, c2, c3 = st.columns(3)
+view = c1.segmented_control("View", ["per task", "averaged over tasks"], default="per task", required=True,
+                            key="ft_view", bind="query-params", help="per task: one column per task, as in the paper")
+statistic = c2.segmented_control("Show", list(STATISTICS), default="mean", required=True, key="ft_stat",
                                  bind="query-params", help="mean similarity, or its spread across examples")
-part = summary if task == "all" else summary.filter(pl.col("task") == task)
-part = (part.group_by("layer", "head", "kind").agg(pl.col("mean", "std", "q25", "q75").mean())
-        .with_columns((pl.col("q75") - pl.col("q25")).alias("IQR")).sort("kind", "layer", "head"))
-panels = []
-for kind in selection.kinds:
-    cells = part.filter(pl.col("kind") == kind)
-    layers, heads, z = charts.matrix(cells, statistic, row_values=selection.layers, col_values=selection.heads)
-    # a cosine, not an attention weight: kind=None puts every kind on the same sequential rule
-    panels.append(Panel(f"{kinds.label(kind)} · {statistic}", z, heads, layers,
-                        hover={"x": "head", "y": "layer", "z": statistic}))
-charts.show(charts.heatmaps(panels, height=140 + 24 * len(selection.layers)),
-            part.with_columns(pl.lit(task).alias("task")), f"finetuning_heads_{task}")
+scale = charts.scale_toggle(c3)
+part = summary.with_columns((pl.col("q75") - pl.col("q25")).alias("IQR"))
+if view == "averaged over tasks":
+    part = (part.group_by("layer", "head", "kind").agg(pl.col("mean", "std", "q25", "q75", "IQR").mean())
+            .with_columns(pl.lit("all selected").alias("task")))
+measure = STATISTICS[statistic]
+# the mean cosine is FITTED (mostly above 0.5: from 0, every head would look alike); the spreads start at 0
+grid = charts.kind_grid(part, statistic, selection.kinds, row_values=selection.layers, col_values=selection.heads,
+                        colour=FITTED if statistic == "mean" else None, measure=measure)
+title = charts.figure_title(f"{measure[0].upper()}{measure[1:]} per layer × head (Fig. 3)",
+                            part["task"].unique().to_list(), selection.kinds)
+charts.show(charts.heatmaps(grid.panels, cols=grid.cols, height=grid.height(), scale=scale, title=title,
+                            colorbar_title=measure, row_titles=grid.row_titles),
+            grid.table.with_columns(pl.lit("pretrained_cosine").alias("measure"), pl.lit(statistic).alias("shown"))
+            .sort("task", "kind", "layer", "head"), f"finetuning_heads_{statistic}_{view.replace(' ', '_')}")
+st.caption("Rows: each kind, then each kind − standard (negative: that kind changed more than standard attention); "
+           "columns: tasks in the paper's order. The mean similarity's colours run from the lowest to the highest "
+           "value shown (not from 0); the spreads from 0.")
 kinds.show_notes(run, selection.kinds)

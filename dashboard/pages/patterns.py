@@ -7,6 +7,7 @@ import streamlit as st
 from dashboard import charts, classifier, data, kinds, maps, paper, sidebar
 from dashboard.charts import Panel
 from dashboard.pattern_views import SHORT, clicked_cell, grid_figure, table2, table2_figure
+from dashboard.share_views import add_error_bars, table2_intervals, table2_numbers
 from precompute.schema import PATTERNS
 
 selection = sidebar.page(
@@ -29,12 +30,14 @@ st.subheader("Table 2: share of each class, ours beside the paper's")
 ignored = sidebar.ignored_filter_note(selection, "Table 2, like the paper's,", "layers", "heads")
 if ignored:
     st.info(ignored)
-table = table2(shares, tasks, shown)
-charts.show(table2_figure(table, shown), table, "pattern_shares")
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={s: st.column_config.NumberColumn(s, format="%.1f %%") for s in SHORT.values()})
+table = table2_numbers(shares, tasks, shown)
+charts.show(add_error_bars(table2_figure(table, shown), table, shares, shown), table, "pattern_shares")
+st.dataframe(table2_intervals(shares, tasks, shown), hide_index=True, width="stretch")
 st.caption("Paper: BERT-base, ~1,000 dev examples per task, Kovaleva et al.'s CNN; standard and effective only. "
-           f"Ours: {run.manifest.get('model', '?')}, our classifier (below); n_maps per kind.")
+           f"Ours: {run.manifest.get('model', '?')}, our classifier (below); n_maps per kind. Where the run has "
+           "intervals, ours is the share corrected for the classifier's held-out confusion (adjusted classify-and-"
+           "count) with its 95 % interval (examples bootstrapped, the confusion drawn from its Dirichlet); runs "
+           "without per-map labels (the sparse runs) show raw shares and no interval. See data/pattern_labels/README.md.")
 kinds.show_notes(run, shown)
 
 st.subheader("Classifier accuracy")
@@ -58,16 +61,17 @@ if grid.is_empty():
 else:
     st.caption("Colour = the class most maps of that head fall into; opacity = its share. Click a square to see "
                "example maps of that class from that head below.")
-    charts.show(grid_figure(grid, shown, selection.layers, selection.heads), grid, f"pattern_grid_{task}",
+    charts.show(grid_figure(grid, shown, selection.layers, selection.heads, task), grid, f"pattern_grid_{task}",
                 key="pt_grid", on_select=_on_click)
 
 st.subheader("Example maps of a class")
 # selectboxes (no explicit default) because a grid click sets them through st.session_state
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4, c5 = st.columns(5)
 cls = c1.selectbox("Class", PATTERNS, key="pt_class", bind="query-params")
 kind = c2.selectbox("Kind", shown, key="pt_kind", bind="query-params")  # kind names: the URL keeps them
 layer = c3.selectbox("Layer", ["any", *selection.layers], key="pt_layer", bind="query-params", format_func=str)
 head = c4.selectbox("Head", ["any", *selection.heads], key="pt_head", bind="query-params", format_func=str)
+scale = charts.scale_toggle(c5)
 sample = maps.sample_examples(run, task)
 where = {"layer": selection.layers if layer == "any" else layer, "head": selection.heads if head == "any" else head}
 hits = data.read(run, "head_measures", tasks=(task,), kind=kind, pattern=cls, example_id=tuple(sample["example_id"]),
@@ -89,7 +93,10 @@ for example_id, lay, hd, score in top.iter_rows():
     labels = maps.token_labels(tokens[example_id]["tokens"], attn.shape[0], tokens[example_id]["segment_ids"])
     panels.append(Panel(f"ex {example_id} · L{lay} H{hd}", attn, labels, labels, kind=kind,
                         hover={"x": "key", "y": "query", "z": "weight"}))
-fig = charts.heatmaps(panels, cols=3, x_title="", y_title="", shared_y=False, square=True)
+title = charts.figure_title(f"The most confident maps of class {cls} (attention weight, query rows × key columns)",
+                            [task], [kind])
+fig = charts.heatmaps(panels, cols=3, x_title="", y_title="", shared_y=False, square=True, scale=scale, title=title,
+                      colorbar_title="attention weight")
 fig.update_xaxes(showticklabels=False)
 fig.update_yaxes(showticklabels=False)
 charts.show(fig, top.with_columns(pl.lit(task).alias("task"), pl.lit(kind).alias("kind")), f"pattern_examples_{task}_{cls}")

@@ -2,6 +2,8 @@
 side — accuracy and sparsity, dispersion of input influence, the λ sweep, and whether a head's
 [CLS] row ranks the inputs as their importance for the output does."""
 
+from dataclasses import replace
+
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
@@ -45,7 +47,8 @@ colors = {attention: color for attention, color in zip(
     comparison.attentions, ["#2e8b57", "#1f5fbf", "#8e44ad", "#e08a00", "#c0392b", "#555555", "#17becf"])}
 
 
-def lines(frame: pl.DataFrame, y: str, y_title: str, *, error: str | None = None, group: str = "attention") -> go.Figure:
+def lines(frame: pl.DataFrame, y: str, y_title: str, *, title: str, error: str | None = None,
+          group: str = "attention") -> go.Figure:
     fig = go.Figure()
     for value in frame[group].unique(maintain_order=True).to_list():
         part = frame.filter(pl.col(group) == value).sort("layer")
@@ -54,8 +57,8 @@ def lines(frame: pl.DataFrame, y: str, y_title: str, *, error: str | None = None
             line={"color": colors.get(value)},
             error_y={"type": "data", "array": part[error].to_list(), "visible": True} if error else None,
             hovertemplate=f"{value}<br>layer %{{x}}<br>{y_title} %{{y:.3f}}<extra></extra>"))
-    fig.update_layout(height=340, xaxis_title="layer", yaxis_title=y_title, legend_title_text=group,
-                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    fig.update_layout(height=370, xaxis_title="layer", yaxis_title=y_title, legend_title_text=group,
+                      title=charts.figure_title(title, [task]), margin={"l": 10, "r": 10, "t": 70, "b": 10})
     return fig
 
 
@@ -68,35 +71,42 @@ if not sparsity.is_empty():
     left, right = st.columns(2)
     with left:
         part = sparsity.filter(pl.col("measure") == "zero_share")
-        charts.show(lines(part, "mean", "share of exact zeros"), part, f"zero_share_{task}")
+        charts.show(lines(part, "mean", "share of exact zeros", title="Share of exact zeros per layer, standard kind"), part, f"zero_share_{task}")
     with right:
         part = sparsity.filter(pl.col("measure") == "support_size")
-        charts.show(lines(part, "mean", "keys with weight > 0 per row"), part, f"support_size_{task}")
+        charts.show(lines(part, "mean", "keys with weight > 0 per row", title="Support size per layer, standard kind"), part, f"support_size_{task}")
     st.caption("Standard kind (the attention the model runs), mean over heads and examples. Per layer × head below.")
-    run_name = st.segmented_control("Run", list(names), default=list(names)[-1], required=True, format_func=names.get,
-                                    key="sa_run")
+    left, right = st.columns(2)
+    run_name = left.segmented_control("Run", list(names), default=list(names)[-1], required=True, format_func=names.get,
+                                      key="sa_run")
+    scale = charts.scale_toggle(right)
     run = next(run for run in comparison.runs if run.name == run_name)
     grid = sparse_views.data.read(run, "sparsity_summary", tasks=(task,), kind=selection.kinds, measure=("zero_share",))
-    panels = []
-    for kind in selection.kinds:
-        cells = grid.filter(pl.col("kind") == kind)
-        if cells.is_empty():
-            continue
-        layers, heads, z = charts.matrix(cells, "mean")
-        panels.append(charts.Panel(kinds.label(kind), z, heads, layers))  # a share, not attention weights
-    if panels:
-        charts.show(charts.heatmaps(panels, cols=len(panels), height=110 + 24 * run.n_layers), grid,
-                    f"zero_share_grid_{run_name}_{task}")
-        st.caption("Share of exactly-zero weights per layer × head for each kind of this run's maps. Effective "
-                   "attention keeps the zeros of a sparse A only where n ≤ d_head (there A_eff = A); on longer "
-                   "inputs the projection fills them in. Efficient attention is sparse by construction.")
+    if not grid.is_empty():
+        shown = [kind for kind in selection.kinds if kind in set(grid["kind"])]
+        # a share, whatever the kind: sequential from 0 (colour=None); kind_grid gives one column (one task), so lay it out with the
+        # kinds across and each kind − standard under its kind
+        shares = charts.kind_grid(grid, "mean", shown, row_values=sorted(set(grid["layer"])),
+                                  col_values=sorted(set(grid["head"])), colour=None, measure="share of zero weights")
+        across = [replace(panel, label=None) for panel in shares.panels]  # titled by kind, not by the one task
+        differences = across[len(shown):]
+        panels = [*across[:len(shown)], *([None, *differences] if differences else [])]
+        title = charts.figure_title(f"Share of exactly-zero weights per layer × head, run {run_name} ({run.attention})",
+                                    [task], shown)
+        charts.show(charts.heatmaps(panels, cols=len(shown), height=(110 + 24 * run.n_layers) * (1 + bool(differences)) + 60,
+                                    scale=scale, title=title, colorbar_title="share of zero weights"),
+                    shares.table, f"zero_share_grid_{run_name}_{task}")
+        st.caption("Share of exactly-zero weights per layer × head for each kind of this run's maps, each kind − standard "
+                   "below it. Effective attention keeps the zeros of a sparse A only where n ≤ d_head (there A_eff = A); "
+                   "on longer inputs the projection fills them in. Efficient attention is sparse by construction.")
 
 st.subheader("Is input influence dispersed? (their Table 1)")
 entropy = sparse_views.influence_entropy(comparison)
 if entropy.is_empty():
     st.info("No layer_influence in these runs: run `python -m precompute ... --stages attribute,analyse` on each.")
 else:
-    charts.show(lines(entropy, "mean", "normalised entropy of input influence", error="std"), entropy,
+    charts.show(lines(entropy, "mean", "normalised entropy of input influence", error="std",
+                      title="Normalised entropy of input influence per layer (their Table 1)"), entropy,
                 f"influence_entropy_{task}")
     means = entropy.group_by("attention").agg(pl.col("mean").mean())
     ours = dict(zip(means["attention"], means["mean"]))
@@ -116,8 +126,9 @@ else:
     fig = go.Figure(go.Box(x=sweep["λ"].to_list(), y=sweep["influence_entropy"].to_list(), boxpoints="all",
                            marker_color=charts.SOURCE_COLORS["ours"], name="input influence entropy",
                            hovertemplate="λ %{x}<br>entropy %{y:.3f}<extra></extra>"))
-    fig.update_layout(height=340, xaxis_title="λ (sparsegen-lin; 0 = sparsemax)", yaxis_title="entropy per example",
-                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    fig.update_layout(height=370, xaxis_title="λ (sparsegen-lin; 0 = sparsemax)", yaxis_title="entropy per example",
+                      title=charts.figure_title("Input-influence entropy per example against λ (their Table 2)", [task]),
+                      margin={"l": 10, "r": 10, "t": 70, "b": 10})
     charts.show(fig, sweep, f"lambda_sweep_{task}")
     left, right = st.columns(2)
     left.metric("Kendall τ-b, λ vs input-influence entropy", "–" if tau_influence is None else f"{tau_influence:+.2f}",
@@ -145,8 +156,10 @@ else:
             fig.add_trace(go.Scatter(x=line["layer"].to_list(), y=line["mean"].to_list(), mode="lines+markers",
                                      name=kinds.label(kind), line={"color": charts.KIND_COLORS.get(kind)},
                                      hovertemplate=f"{kinds.label(kind)}<br>layer %{{x}}<br>τ %{{y:.3f}}<extra></extra>"))
-        fig.update_layout(height=300, title=f"{attention}", xaxis_title="layer", yaxis_title="Kendall τ-b",
-                          yaxis_range=[-1, 1], margin={"l": 10, "r": 10, "t": 40, "b": 10})
+        shown = rows["kind"].unique(maintain_order=True).to_list()
+        title = charts.figure_title(f"Kendall τ-b, [CLS] row vs {TARGETS[target]}, run {attention}", [task], shown)
+        fig.update_layout(height=340, title=title, xaxis_title="layer", yaxis_title="Kendall τ-b",
+                          yaxis_range=[-1, 1], margin={"l": 10, "r": 10, "t": 70, "b": 10})
         charts.show(fig, rows, f"importance_{target}_{attention}_{task}")
     standard = {attention: sparse_views.mean_tau(by_layer, attention, target) for attention in comparison.attentions}
     st.caption("τ-b between each head's [CLS] row and the importance row, over the content tokens ([CLS]/[SEP] "

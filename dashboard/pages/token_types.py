@@ -1,11 +1,11 @@
-"""Token types (Fig. 1): the [CLS] query row's weight on NOUN, PRON, VERB, [SEP], [CLS], PUNCT per head."""
+"""Token types (Fig. 1): the [CLS] query row's weight on NOUN, PRON, VERB, [SEP], [CLS], PUNCT per head, as a grid
+(tasks across, kinds and their differences from standard down), and averaged over heads."""
 
-import numpy as np
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data, kinds, paper, sidebar
-from dashboard.charts import KIND_COLORS, Panel
+from dashboard import charts, data, kinds, sidebar
+from dashboard.charts import KIND_COLORS
 
 TYPES = {"cls_row_noun": "NOUN", "cls_row_pron": "PRON", "cls_row_verb": "VERB",
          "cls_row_sep": "[SEP]", "cls_row_cls": "[CLS]", "cls_row_punct": "PUNCT"}
@@ -19,11 +19,12 @@ selection = sidebar.page(
     "tasks", "layers", "heads", "kinds")
 run = selection.run
 
-c1, c2 = st.columns([2, 3])
+c1, c2, c3 = st.columns([2, 3, 2])
 layer = c1.selectbox("Layer", list(selection.layers), index=len(selection.layers) - 1, key="tt_layer",
                      bind="query-params", help="The paper shows the final layer")
 view = c2.segmented_control("View", ["per task", "averaged over tasks"], default="per task", required=True,
-                            key="tt_view", bind="query-params")
+                            key="tt_view", bind="query-params", help="per task: one column per task, as in the paper")
+scale = charts.scale_toggle(c3)
 
 with st.spinner("Reading head summaries…"):
     summary = data.read(run, "head_summary", tasks=selection.tasks, layer=layer, head=selection.heads,
@@ -37,21 +38,18 @@ if view == "averaged over tasks":
     summary = (summary.group_by("layer", "head", "kind", "measure", "token_type", maintain_order=True)  # a stable CSV
                .agg(pl.col("mean").mean(), pl.col("std").mean(), pl.col("n").sum())
                .with_columns(pl.lit("all selected").alias("task")))
-groups = summary["task"].unique(maintain_order=True).to_list()  # data.read keeps the selection's task order
+groups = charts.paper_order(summary["task"].unique().to_list())
 order = list(TYPES.values())
 
-panels = []
-for task in groups:
-    for kind in selection.kinds:
-        part = summary.filter((pl.col("task") == task) & (pl.col("kind") == kind))
-        types, heads, (z, sd, n) = charts.matrices(part, ("mean", "std", "n"), rows="token_type", cols="head",
-                                                    row_values=order, col_values=selection.heads)
-        text = [[f"sd {s:.3f}, n {c:.0f}" if np.isfinite(s) else "" for s, c in zip(srow, nrow)] for srow, nrow in zip(sd, n)]
-        panels.append(Panel(f"{paper.task_label(task)} · {kinds.label(kind)}", z, heads, types, kind=kind, text=text,
-                            hover={"x": "head", "y": "type", "z": "weight"}))
-fig = charts.heatmaps(panels, cols=len(selection.kinds), y_title="token type", height=110 + 230 * len(groups))
-table = summary.select("task", "layer", "head", "kind", "token_type", "mean", "std", "n").sort("task", "kind", "head")
+grid = charts.kind_grid(summary, "mean", selection.kinds, rows="token_type", row_values=order,
+                        col_values=selection.heads, measure="[CLS]-row weight", detail=("std", "n"))
+title = charts.figure_title(f"[CLS] query row: weight per token type, layer {layer} (Fig. 1)", groups, selection.kinds)
+fig = charts.heatmaps(grid.panels, cols=grid.cols, y_title="token type", height=grid.height(), scale=scale, title=title,
+                      colorbar_title="[CLS]-row weight", row_titles=grid.row_titles)
+table = grid.table.select("task", "layer", "head", "kind", "token_type", "mean", "std", "n").sort("task", "kind", "head")
 charts.show(fig, table, f"token_types_layer{layer}")
+st.caption("Rows: each kind, then each kind − standard; columns: tasks in the paper's order. Shared scale: one range "
+           "over all tasks and kinds (unsigned kinds 0…m, signed −m…m), the differences their own symmetric range.")
 kinds.show_notes(run, selection.kinds)
 
 st.subheader("Averaged over heads")
@@ -61,6 +59,7 @@ means = (summary.group_by("task", "kind", "token_type").agg(pl.col("mean").mean(
 for task in groups:
     part = means.filter(pl.col("task") == task)
     fig = charts.bars(part, x="token_type", y="mean", color="kind", colors=KIND_COLORS, names=kinds.LABELS,
-                      y_title="mean [CLS]-row weight", height=300)
-    fig.update_layout(title=paper.task_label(task))
+                      y_title="mean [CLS]-row weight", height=320)
+    fig.update_layout(title=charts.figure_title(f"[CLS]-row weight per token type, mean over heads, layer {layer}",
+                                                [task], selection.kinds), margin={"t": 70})
     charts.show(fig, part, f"token_types_mean_{task}_layer{layer}")
