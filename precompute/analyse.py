@@ -115,13 +115,15 @@ def pattern_shares(measures: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def with_intervals(shares: pl.DataFrame, measures: pl.LazyFrame, classifier_eval: Path | None) -> pl.DataFrame:
+def with_intervals(shares: pl.DataFrame, measures: pl.LazyFrame, classifier_eval: Path | None, *,
+                   classifier: str = intervals.SHIPPED_CLASSIFIER) -> pl.DataFrame:
     """Add the corrected shares and their intervals to pattern_shares (null columns when there is
-    no classifier evaluation to correct with)."""
+    no classifier evaluation to correct with). classifier: whose held-out confusion corrects the
+    counts, the one that labelled the run's maps (a new run: the shipped one)."""
     if classifier_eval is None or not Path(classifier_eval).is_file():
         return shares
     try:
-        confusions = intervals.read_confusions(Path(classifier_eval))
+        confusions = intervals.read_confusions(Path(classifier_eval), classifier=classifier)
     except (ValueError, OSError, pl.exceptions.PolarsError) as err:
         raise CacheError(f"cannot read the classifier's confusion from {classifier_eval} ({err}); "
                          "rerun `python tools/compare_pattern_classifiers.py` or pass another "

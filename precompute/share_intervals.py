@@ -25,6 +25,9 @@ from precompute.schema import PATTERNS, TASKS
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLASSIFIER_EVAL = REPO / "data" / "pattern_labels" / "classifier_eval.parquet"
 # The classifier whose labels the caches hold (head_measures.pattern): the one extract ran.
+# classifier_eval.parquet scores two classifiers: the one effattn ships now, which labels every new
+# run ("shipped"), and the issue-4 one that labelled the shipped data/minilm caches ("caches")
+SHIPPED_CLASSIFIER = "shipped"
 CACHE_CLASSIFIER = "caches"
 POOLED = "pooled"
 MIN_LABELS_PER_KIND = 50  # fewer consensus labels than this: a kind's own matrix is too noisy
@@ -35,7 +38,7 @@ INTERVAL_COLUMNS = ("share_adjusted", "share_low", "share_high", "diff_adjusted"
                     "diff_high")
 
 
-def read_confusions(path: Path = DEFAULT_CLASSIFIER_EVAL, *, classifier: str = CACHE_CLASSIFIER,
+def read_confusions(path: Path = DEFAULT_CLASSIFIER_EVAL, *, classifier: str = SHIPPED_CLASSIFIER,
                     min_labels: int = MIN_LABELS_PER_KIND) -> dict[str, np.ndarray]:
     """classifier_eval.parquet -> {POOLED or kind: (true, predicted) counts}; None-free.
 

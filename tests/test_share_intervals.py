@@ -116,9 +116,11 @@ def test_read_confusions_uses_kinds_with_enough_labels_only(tmp_path):
             for kind, count in (("all", 30), ("standard", 20), ("norm", 2)) for t in PATTERNS for p in PATTERNS]
     path = tmp_path / "classifier_eval.parquet"
     pl.DataFrame(rows).write_parquet(path)
-    confusions = read_confusions(path)
+    confusions = read_confusions(path, classifier="caches")
     assert set(confusions) == {POOLED, "standard"}
     assert confusions[POOLED][0, 0] == 30
+    with pytest.raises(ValueError, match="'shipped'"):  # a new run is corrected with the shipped classifier's
+        read_confusions(path)
 
 
 def test_read_confusions_without_rows_names_the_command(tmp_path):
@@ -131,7 +133,7 @@ def test_read_confusions_without_rows_names_the_command(tmp_path):
 def test_analyse_adds_intervals_to_pattern_shares_from_the_classifier_eval_file(tmp_path):
     from precompute.analyse import pattern_shares, with_intervals
 
-    rows = [dict(classifier="caches", metric="confusion", kind="all", true_pattern=t, predicted_pattern=p,
+    rows = [dict(classifier="shipped", metric="confusion", kind="all", true_pattern=t, predicted_pattern=p,
                  value=40.0 if t == p else 2.0, n=48) for t in PATTERNS for p in PATTERNS]
     path = tmp_path / "classifier_eval.parquet"
     pl.DataFrame(rows).write_parquet(path)

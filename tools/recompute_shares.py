@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from precompute import PrecomputeError  # noqa: E402
 from precompute.analyse import pattern_shares, with_intervals  # noqa: E402
 from precompute.schema import TABLES  # noqa: E402
-from precompute.share_intervals import DEFAULT_CLASSIFIER_EVAL  # noqa: E402
+from precompute.share_intervals import CACHE_CLASSIFIER, DEFAULT_CLASSIFIER_EVAL  # noqa: E402
 from precompute.store import RunFolder, Shard  # noqa: E402
 
 
@@ -34,7 +34,9 @@ def recompute(run: RunFolder, classifier_eval: Path) -> str:
     for task in tasks:
         if task in with_measures:
             measures = run.scan("head_measures", [task])
-            shares = with_intervals(pattern_shares(measures).collect(), measures, classifier_eval)
+            # data/minilm's maps were labelled by the issue-4 classifier: correct with its confusion
+            shares = with_intervals(pattern_shares(measures).collect(), measures, classifier_eval,
+                                    classifier=CACHE_CLASSIFIER)
         else:  # no per-map labels to bootstrap: keep the shares, intervals stay null
             old = pl.concat([pl.read_parquet(p) for p in run.part_files("pattern_shares", [task])])
             shares = old.select("task", "kind", "pattern", "share", "n_maps")
