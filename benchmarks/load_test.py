@@ -27,6 +27,7 @@ Goal (issue 19): no errors and concurrent p95 <= 3x the single-session p95 on th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -88,12 +89,19 @@ def open_page(driver, url: str, path: str, heading: str, where: str) -> tuple[fl
     return seconds, (f"{where}: " + " | ".join(problems)) if problems else None
 
 
+# chromedrivers started at the same moment from several threads can pick the same free port and
+# kill each other's session ("Remote end closed connection without response")
+BROWSER_START = threading.Lock()
+
+
 def run_session(url: str, pages: list[tuple[str, str]], phase: str, session: int, deadline: float,
                 start: threading.Barrier | None = None) -> list[Visit]:
     """One fresh browser opening `pages` in order; waits at `start` (if given) before the first."""
     visits = []
     try:
-        with new_browser() as driver:
+        with contextlib.ExitStack() as stack:
+            with BROWSER_START:  # started one at a time, measured together (after the barrier)
+                driver = stack.enter_context(new_browser())
             if start is not None:
                 try:
                     start.wait(timeout=max(deadline - time.monotonic(), 1.0))
