@@ -89,6 +89,7 @@ def new_browser() -> Iterator[object]:
 def wait_for_page(driver, heading: str) -> None:
     """Wait until the heading is shown, charts are drawn and the script has stopped running."""
     from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     def ready(d) -> bool:
@@ -99,7 +100,8 @@ def wait_for_page(driver, heading: str) -> None:
             return False
         return not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]')
 
-    WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.1).until(ready)
+    # Streamlit redraws elements between a find and a read: a stale element means "look again"
+    WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)).until(ready)
     next_frames(driver)  # let plotly finish laying out
 
 

@@ -263,9 +263,12 @@ def browser():
 
 
 def _wait(driver, condition):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.1).until(condition)
+    # Streamlit redraws elements between a find and a read: a stale element means "look again"
+    return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def _login_button(driver):
