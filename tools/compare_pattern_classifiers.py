@@ -45,14 +45,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 from effattn.patterns import ISSUE4_FITTED, PATTERNS, normalise_rows, pattern_scores  # noqa: E402
+from label_passes import AGREEMENT_PATH, CONSENSUS_PATH, FOLDER, KEY, POOL_PATH  # noqa: E402
 from label_patterns import LABELS_PATH, fit_logistic, label_features, write_model  # noqa: E402
 
-FOLDER = REPO / "data" / "pattern_labels"
-CONSENSUS_PATH = FOLDER / "consensus.parquet"
-AGREEMENT_PATH = FOLDER / "agreement.json"
 COMPARISON_PATH = FOLDER / "classifier_comparison.parquet"
 EVAL_PATH = FOLDER / "classifier_eval.parquet"
-KEY = ["model", "task", "example_id", "layer", "head", "kind"]
 CLEAR_MARGIN = 0.03  # a learned model replaces the LR only if better by this much (and > 1 sd)
 LR_GRID = [dict(C=C, balanced=b) for C in (0.3, 1.0, 3.0) for b in (False, True)]
 GBT_GRID = [dict(learning_rate=0.1, max_depth=3), dict(learning_rate=0.2, max_depth=2)]
@@ -275,7 +272,7 @@ def main(argv=None) -> int:
                          "`python tools/label_passes.py consensus` first.")
     every = pl.read_parquet(args.consensus)
     if "weights" not in every.columns:  # consensus.parquet holds labels; the maps are in pool.parquet
-        every = every.join(pl.read_parquet(args.consensus.parent / "pool.parquet",
+        every = every.join(pl.read_parquet(POOL_PATH,
                                            columns=["map_id", "segment_ids", "weights"]), on="map_id")
     labels = every.filter(pl.col("pattern") != "ambiguous").sort(KEY)
     print(f"{labels.height} consensus labels; {every.height - labels.height} ambiguous maps excluded")
