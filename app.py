@@ -32,6 +32,7 @@ PAGES = [
     st.Page("dashboard/pages/attribution.py", title="Attribution", icon=":material/compare_arrows:"),
     st.Page("dashboard/pages/sparse.py", title="Sparse attention", icon=":material/filter_alt:"),
     st.Page("dashboard/pages/finetuning.py", title="Finetuning", icon=":material/tune:"),
+    st.Page("dashboard/pages/compare_runs.py", title="Compare runs", icon=":material/compare:"),
     st.Page("dashboard/pages/explorer.py", title="Example explorer", icon=":material/search:"),
     st.Page("dashboard/pages/own_input.py", title="Your own input", icon=":material/edit_note:"),
     st.Page("dashboard/pages/cost.py", title="Cost", icon=":material/timer:"),

@@ -16,7 +16,11 @@ goal: ≤ 1.10, and ≤ 1.15 up to n = 512). The machine's load average is print
 because on a shared machine only ratios measured in one run mean anything.
 
     python benchmarks/effective_overhead.py [--repeats 15] [--lengths 32,64,128,256,512]
-        [--bert-lengths 128,512] [--device cpu|cuda] [--dtypes float32,bfloat16] [--threads N]
+        [--bert-lengths 128,512] [--paddings full,padded] [--device cpu|cuda]
+        [--dtypes float32,bfloat16] [--threads N]
+
+One run of the default table takes ~30 min on a 2-core CPU (BERT-base at n = 512 is 20 of them):
+split it with --lengths/--bert-lengths/--paddings and run the parts back to back.
 """
 
 import argparse
@@ -71,6 +75,7 @@ def parse_args(doc: str, argv=None):
                         default=Path(__file__).resolve().parents[1].parent / "shared" / "glue")
     parser.add_argument("--lengths", default="32,64,128,256,512", help="MiniLM sequence lengths")
     parser.add_argument("--bert-lengths", default="128,512", help="BERT-base-shape lengths ('' for none)")
+    parser.add_argument("--paddings", default=",".join(PADDINGS), help="comma-separated: full, padded")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--dtypes", default="float32", help="comma-separated: float32, bfloat16, float16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -146,13 +151,16 @@ def main(argv=None) -> None:
     if args.bert_lengths:
         shapes.append(("bert-base-shape (random weights)", bert_base_model(),
                        [int(n) for n in args.bert_lengths.split(",") if n]))
+    paddings = [padding for padding in args.paddings.split(",") if padding]
+    if not set(paddings) <= set(PADDINGS):
+        raise SystemExit(f"error: --paddings takes {', '.join(PADDINGS)}, got {args.paddings!r}")
     table = []
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, dtype_name)
         for name, model, lengths in shapes:
             model = model.to(args.device, dtype)
             for n in lengths:
-                for padding in PADDINGS:
+                for padding in paddings:
                     batch = random_batch(tokenizer.vocab_size, n, padding, args.device)
                     row = {"model": name, "dtype": dtype_name, "n": n, "padding": padding,
                            **measure(model, batch, args.repeats)}

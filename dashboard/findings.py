@@ -21,6 +21,9 @@ from dashboard.share_views import mean_difference, pattern_verdict
 HOLDS, FAILS, OPEN, CONTEXT = "holds", "does not hold", "not computed yet", "context"
 _COLUMNS = {"claim": pl.String, "paper": pl.String, "ours": pl.String, "verdict": pl.String}
 CLS_MEASURES = ("cls_row_sep", "cls_row_punct", "cls_row_cls")
+# the [CLS] query row's weight per token type (the paper's Fig. 1), in the Token types page's order
+TOKEN_TYPES = {"cls_row_noun": "NOUN", "cls_row_pron": "PRON", "cls_row_verb": "VERB",
+               "cls_row_sep": "[SEP]", "cls_row_cls": "[CLS]", "cls_row_punct": "PUNCT"}
 # Kobayashi et al.'s tokens: the whole-map weight on each key column, averaged over queries
 NORM_MEASURES = {"sep_weight": "[SEP]", "punct_weight": "punctuation", "cls_weight": "[CLS]"}
 KOBAYASHI = ("α large but ‖αf(x)‖ small for [SEP], punctuation, [CLS] (Kobayashi et al. 2020, Figs. 2–4; "

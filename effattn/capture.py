@@ -56,43 +56,57 @@ def capture_attention(model: torch.nn.Module, batch: dict[str, torch.Tensor], *,
 
     With `on_layer`, each LayerCapture goes to the callback as soon as its layer has run and is
     then dropped, so at most one layer's extra tensors are alive beyond what the callback keeps.
+    Without it, the layers are decomposed once the forward is done, and each layer's attention
+    tensor is zeroed at padding in place (so `output.attentions`, if the model was asked for
+    them, hold the same maps as the capture).
     """
     _check_batch(batch)
-    kept: list[LayerCapture] = []
     projections = _output_projections_or_none(model)
+    # Without a callback every layer is kept anyway, so each is decomposed after the forward,
+    # when the forward is done with A: its padding is then zeroed in place instead of in a copy.
+    pending: list[tuple | None] = []
 
     def record(attn, values, key_mask, spare):
-        parts = decompose_attention(attn, values, key_mask, check_rows=False, out=spare)
-        output_weight = value_norms = None
-        if projections is not None and layer_counter[0] < len(projections):
-            output_weight = head_output_weights(projections[layer_counter[0]], values.shape[1])
-            value_norms = transformed_value_norms(values, output_weight, key_mask)
-        capture = LayerCapture(layer=layer_counter[0], attn=parts.attn, values=values,
-                               attn_eff=parts.attn_eff, rank=parts.rank, attention_mask=key_mask,
-                               output_weight=output_weight, value_norms=value_norms)
-        layer_counter[0] += 1
-        (on_layer or kept.append)(capture)
+        if on_layer is None:
+            pending.append((attn, values, key_mask, spare))
+        else:  # the forward still multiplies this A with V: the capture gets a zeroed copy
+            on_layer(_layer_capture(len(pending), attn, values, key_mask, spare, projections, in_place=False))
+            pending.append(None)  # counts the layer; its tensors are the callback's
         return attn
 
-    layer_counter = [0]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), routed_attention(model, record):
             output = model(**batch)
+            kept = [_layer_capture(layer, *recorded, projections, in_place=True)
+                    for layer, recorded in enumerate(pending) if recorded is not None]
     finally:
         model.train(was_training)
-    if layer_counter[0] == 0:
+    layer_count = len(pending)
+    if layer_count == 0:
         raise UnsupportedModelError(
             f"{type(model).__name__} ran without calling its attention through transformers' "
             "AttentionInterface or an attention module effattn replaces, so nothing was captured: "
             "use a BERT-family, DistilBERT or MPNet encoder")
-    if projections is not None and len(projections) != layer_counter[0]:
+    if projections is not None and len(projections) != layer_count:
         raise UnsupportedModelError(
-            f"{type(model).__name__} ran {layer_counter[0]} attention layers but effattn found "
+            f"{type(model).__name__} ran {layer_count} attention layers but effattn found "
             f"{len(projections)} output projections, so W_O cannot be matched to layers: use a "
             "BERT-family, DistilBERT or MPNet encoder")
     return CaptureResult(output=output, layers=tuple(kept))
+
+
+def _layer_capture(layer, attn, values, key_mask, spare, projections, *, in_place) -> LayerCapture:
+    """One layer's capture, its A_eff written into the spent scores buffer `spare`."""
+    parts = decompose_attention(attn, values, key_mask, check_rows=False, out=spare, in_place=in_place)
+    output_weight = value_norms = None
+    if projections is not None and layer < len(projections):
+        output_weight = head_output_weights(projections[layer], values.shape[1])
+        value_norms = transformed_value_norms(values, output_weight, key_mask)
+    return LayerCapture(layer=layer, attn=parts.attn, values=values, attn_eff=parts.attn_eff,
+                        rank=parts.rank, attention_mask=key_mask, output_weight=output_weight,
+                        value_norms=value_norms)
 
 
 def _check_batch(batch: dict[str, torch.Tensor]) -> None:

@@ -163,10 +163,14 @@ def _decompose_block(attn_block, values_block, check_rows):
 def decompose_attention(attn: torch.Tensor, values: torch.Tensor,
                         attention_mask: torch.Tensor | None = None, *,
                         check_rows: bool = True,
-                        out: torch.Tensor | None = None) -> AttentionDecomposition:
+                        out: torch.Tensor | None = None,
+                        in_place: bool = False) -> AttentionDecomposition:
     """Split attn into its effective part and its null part, per example and head, exactly.
-    `out`, if given, receives attn_eff (every element is written)."""
-    return AttentionDecomposition(*_decompose(attn, values, attention_mask, check_rows, True, out))
+    `out`, if given, receives attn_eff (every element is written). `in_place`: zero attn's own
+    padded rows and columns (then the result's .attn is attn itself) instead of returning a copy
+    that has them zeroed, for a caller that is done with attn as it was."""
+    return AttentionDecomposition(*_decompose(attn, values, attention_mask, check_rows,
+                                              "in_place" if in_place else "copy", out))
 
 
 def _fused_cpu_applies(attn, values) -> bool:
@@ -179,7 +183,8 @@ def _fused_cpu_applies(attn, values) -> bool:
 
 
 def _decompose(attn, values, attention_mask, check_rows, keep_attn, out):
-    """(attn restricted to the real blocks or None, attn_eff, rank, n_real)."""
+    """(attn restricted to the real blocks or None, attn_eff, rank, n_real); keep_attn: False,
+    "copy" or "in_place" (how the restricted attn is made)."""
     check_inputs(attn, values, attention_mask)
     _check_out(out, attn)
     leading, n, d_head = attn.shape[:-2], attn.shape[-1], values.shape[-1]
@@ -243,8 +248,8 @@ def _decompose(attn, values, attention_mask, check_rows, keep_attn, out):
         _check_rows_sum_to_one(torch.cat(row_sums), attn.dtype)
     n_real = torch.tensor(lengths, dtype=torch.int64, device=attn.device)  # int64 even if empty
     n_real = n_real[:, None].expand(rank.shape)
-    attn_real = (_restricted_to_real_blocks(attn, per_example, attention_mask, lengths, prefix)
-                 if keep_attn else None)
+    attn_real = (_restricted_to_real_blocks(attn, per_example, attention_mask, lengths, prefix,
+                                            in_place=keep_attn == "in_place") if keep_attn else None)
     return (attn_real, attn_eff.reshape(attn.shape), rank.reshape(leading),
             n_real.reshape(leading))
 
@@ -254,15 +259,16 @@ def _whole_batch_projects(bases, lengths, n) -> bool:
     return all(length == n for length in lengths) and all(basis is not None for basis in bases)
 
 
-def _restricted_to_real_blocks(attn, per_example, attention_mask, lengths, prefix):
-    """attn with each example's padded rows and columns set to 0 (attn itself when none are).
+def _restricted_to_real_blocks(attn, per_example, attention_mask, lengths, prefix, *, in_place=False):
+    """attn with each example's padded rows and columns set to 0 (attn itself when none are):
+    a copy, or attn itself zeroed in_place.
 
-    Right-padded examples are a copy with two slices zeroed: a quarter of the time of a
-    broadcast torch.where over the whole batch, which was most of capture's cost on padded batches."""
+    Right-padded examples get two slices zeroed: a quarter of the time of a broadcast
+    torch.where over the whole batch, which was most of capture's cost on padded batches."""
     n = per_example.shape[-1]
     if all(is_prefix and length == n for length, is_prefix in zip(lengths, prefix)):
         return attn
-    restricted = per_example.clone()
+    restricted = per_example if in_place else per_example.clone()
     for example, (length, is_prefix) in enumerate(zip(lengths, prefix)):
         if is_prefix:
             restricted[example, :, length:] = 0

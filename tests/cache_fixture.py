@@ -245,8 +245,8 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 APP_TIMEOUT_SECONDS = 180  # per script run; generous because CI machines are shared and slow
 
 
-PAGES = ("overview", "patterns", "token_types", "special_tokens", "attribution", "sparse", "finetuning", "explorer",
-         "cost")
+PAGES = ("overview", "patterns", "token_types", "special_tokens", "attribution", "sparse", "finetuning", "compare_runs",
+         "explorer", "cost")
 
 
 def free_port() -> int:

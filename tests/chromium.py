@@ -28,6 +28,7 @@ PAGES = [  # (url path, heading); every page draws at least one plotly chart
     ("attribution", "Attention vs gradient attribution"),
     ("sparse", "Sparse attention"),
     ("finetuning", "What finetuning changes"),
+    ("compare_runs", "Compare runs"),
     ("explorer", "Example explorer"),
     ("own_input", "Your own input"),  # live: the first view imports torch and loads the model
     ("cost", "What effective attention costs"),

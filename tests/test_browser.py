@@ -128,7 +128,7 @@ def test_clicking_a_grid_square_shows_maps_of_that_head_and_class_in_chromium(se
 
 
 SHIPPED_PAGES = [("attribution", "Attention vs gradient attribution"), ("sparse", "Sparse attention"),
-                 ("explorer", "Example explorer")]
+                 ("explorer", "Example explorer"), ("compare_runs", "Compare runs")]
 
 
 @pytest.mark.parametrize(("path", "heading"), SHIPPED_PAGES, ids=[p[0] for p in SHIPPED_PAGES])

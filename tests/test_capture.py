@@ -97,6 +97,22 @@ def test_on_layer_receives_layers_in_order_and_nothing_is_kept():
     assert result.layers == ()
 
 
+def test_deferred_layers_equal_the_on_layer_ones_on_a_padded_batch():
+    """Without a callback the layers are decomposed after the forward, A zeroed in place; with one,
+    inside it on a copy: the same captures, and the same model output."""
+    model, inputs = ARCHITECTURES["bert"](), batch()
+    assert not bool(inputs["attention_mask"].all()), "the batch must have padding"
+    streamed = []
+    with_callback = capture_attention(model, inputs, on_layer=streamed.append)
+    deferred = capture_attention(model, inputs)
+    assert torch.equal(with_callback.output.last_hidden_state, deferred.output.last_hidden_state)
+    for late, early in zip(deferred.layers, streamed, strict=True):
+        for field in ("attn", "values", "attn_eff", "rank", "value_norms"):
+            assert torch.equal(getattr(late, field), getattr(early, field)), field
+        padded = ~late.attention_mask
+        assert bool((late.attn[padded[:, None, :, None].expand_as(late.attn)] == 0).all())
+
+
 def test_sdpa_model_is_switched_for_the_capture_and_restored():
     torch.manual_seed(0)
     model = tiny(BertModel, BertConfig)

@@ -268,6 +268,22 @@ def test_out_receives_every_element_of_the_result():
     assert torch.equal(out, effective_attention(attn, values, mask))
 
 
+@pytest.mark.parametrize("nonprefix", [False, True])
+def test_in_place_zeroes_attn_itself_and_matches_the_copy(nonprefix):
+    attn, values, mask = padded_batch([48, 40, 20], dtype=torch.float32)
+    if nonprefix:
+        # left padding takes the index-tensor branch
+        attn, values, mask = attn.flip(-1, -2).contiguous(), values.flip(-2).contiguous(), mask.flip(-1)
+    attn += 0.5 * (mask == 0)[:, None, :, None]  # padded query rows are not 0 in a real forward
+    copied = decompose_attention(attn, values, mask)
+    zeroed = decompose_attention(attn.clone(), values, mask, in_place=True)
+    assert not torch.equal(copied.attn, attn)  # the copy had padding to zero
+    assert torch.equal(zeroed.attn, copied.attn) and torch.equal(zeroed.attn_eff, copied.attn_eff)
+    original = attn.clone()
+    assert decompose_attention(attn, values, mask, in_place=True).attn.data_ptr() == attn.data_ptr()
+    assert not torch.equal(attn, original)
+
+
 @torch_ops_only
 def test_a_bad_out_buffer_raises_a_clear_error():
     attn, values, mask = padded_batch([48])

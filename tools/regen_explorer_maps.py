@@ -1,6 +1,7 @@
-"""Re-choose and recompute the explorer sample of the shipped data/minilm (issue 16, item 2).
+"""Re-choose and recompute the explorer sample of a shipped run (data/minilm: issue 16, item 2).
 
-Run from the repo root: `nice -n 10 .venv/bin/python tools/regen_explorer_maps.py [--dry-run]`.
+Run from the repo root: `nice -n 10 .venv/bin/python tools/regen_explorer_maps.py [--dry-run]`
+(data/mpnet, issue 18: `--run data/mpnet --checkpoints runs/mpnet/checkpoints --map-examples 8`).
 Per task: choose MAP_EXAMPLES examples with precompute.map_sample from the stored seq_len and
 predictions of every analysed example (the shipped attribution-map examples always included),
 recompute their maps with extract's own code (its batch, capture, kind-map and row functions, on
@@ -33,7 +34,7 @@ from precompute.schema import TASKS  # noqa: E402
 from precompute.schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY  # noqa: E402
 from precompute.store import PART_NAME, RunFolder, Shard, atomic_path, conform, write_json_atomic  # noqa: E402
 
-RUN = Path("data/minilm")
+RUN = Path("data/minilm")  # defaults of --run, --checkpoints and --map-examples
 CHECKPOINTS = Path("runs/minilm2/checkpoints")
 MAP_EXAMPLES = 20  # the text-quoting limit: at most 20 examples per task carry their text
 # standard and effective only: the null component is their difference; norm-weighted and efficient
@@ -45,18 +46,18 @@ MAPS_ZSTD_LEVEL = 19  # store.write_part's level 9 leaves data/minilm at 62 MB; 
 DETAIL = ("text_a", "text_b", "tokens", "token_pos", "segment_ids")  # per-example columns only the map sample has
 
 
-def choose(examples: pl.DataFrame, task: str, d_head: int, required: list[int], seed: int) -> list[int]:
+def choose(examples: pl.DataFrame, task: str, d_head: int, required: list[int], seed: int, size: int) -> list[int]:
     """Example ids of the new map sample of one task."""
     offered = examples.filter((pl.col("seq_len") <= LONGEST) | pl.col("example_id").is_in(required))
     ids = offered["example_id"].to_numpy()
     wrong = mispredicted(offered["label"].to_numpy(), offered["prediction"].to_numpy(),
                          regression=TASKS[task].is_regression)
-    picked = choose_map_sample(offered["seq_len"].to_numpy(), size=MAP_EXAMPLES, d_head=d_head, seed=seed,
+    picked = choose_map_sample(offered["seq_len"].to_numpy(), size=size, d_head=d_head, seed=seed,
                                wrong=wrong, required=[int(np.flatnonzero(ids == i)[0]) for i in required])
     return sorted(int(i) for i in ids[picked])
 
 
-def recompute(task: str, ids: list[int], config: dict) -> dict[str, pl.DataFrame]:
+def recompute(task: str, ids: list[int], config: dict, checkpoints: Path) -> dict[str, pl.DataFrame]:
     """The examples (detail columns) and maps (SHIPPED_KINDS) rows of these examples, by extract's own
     batch, capture, kind and row code; only the fine-tuned model runs (no measures, no pretrained model)."""
     data = glue.load_task(task, glue_dir=Path(config["glue_dir"]), carve_train_from_dev=config["carve_train_from_dev"],
@@ -67,7 +68,7 @@ def recompute(task: str, ids: list[int], config: dict) -> dict[str, pl.DataFrame
     assert len(rows) == len(ids), f"{task}: eval split lacks some of {ids}"
     run_config = RunConfig(tasks=(task,), out=Path("unused"), max_seq_len=config["max_seq_len"], device="cpu",
                            threads=1, seed=config["seed"])
-    checkpoint = CHECKPOINTS / task
+    checkpoint = checkpoints / task
     models = extract.Models(load_tokenizer(checkpoint), load_classifier(checkpoint, task).eval(), None,
                             pos.load_tagger(), torch.device("cpu"))
     lengths = [len(i) for i in extract.encode(models.tokenizer, *extract.texts_of(rows), run_config,
@@ -124,10 +125,13 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="only print the chosen samples")
     parser.add_argument("--recompress", action="store_true", help="only rewrite the stored maps at MAPS_ZSTD_LEVEL")
     parser.add_argument("--tasks", default=None, help="comma-separated subset (default: all of the run)")
+    parser.add_argument("--run", type=Path, default=RUN, help="the shipped run folder to rewrite")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS, help="its fine-tuned checkpoints")
+    parser.add_argument("--map-examples", type=int, default=MAP_EXAMPLES, help="examples per task")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    run = RunFolder(RUN)
-    manifest = json.loads((RUN / "manifest.json").read_text())
+    run = RunFolder(args.run)
+    manifest = json.loads((args.run / "manifest.json").read_text())
     config, d_head = manifest["config"], manifest["d_head"]
     tasks = args.tasks.split(",") if args.tasks else manifest["tasks"]
     if args.recompress:
@@ -137,13 +141,14 @@ def main() -> int:
     for task in tasks:
         started = time.perf_counter()
         examples = run.scan("examples", [task]).collect()
-        required = sorted(run.scan("attribution_maps", [task]).select("example_id").unique().collect()["example_id"])
-        ids = choose(examples, task, d_head, required, config["seed"])
+        required = (sorted(run.scan("attribution_maps", [task]).select("example_id").unique().collect()["example_id"])
+                    if run.part_files("attribution_maps", [task]) else [])  # a run without the attribute stage
+        ids = choose(examples, task, d_head, required, config["seed"], args.map_examples)
         lengths = examples.filter(pl.col("example_id").is_in(ids))["seq_len"].sort().to_list()
         print(f"{task}: ids {ids}\n  n {lengths}, required {required}", flush=True)
         if args.dry_run:
             continue
-        tables = recompute(task, ids, config)
+        tables = recompute(task, ids, config, args.checkpoints)
         check_same_examples(task, examples, tables["examples"])
         maps = tables["maps"]
         for path in run.part_files("maps", [task]):  # one part per task in the shipped copy; replaced below
@@ -154,12 +159,12 @@ def main() -> int:
         manifest["row_counts"][task]["map_examples"] = len(ids)
         print(f"  {len(maps)} map rows in {time.perf_counter() - started:.0f} s", flush=True)
     if not args.dry_run:
-        manifest["config"]["map_examples"] = MAP_EXAMPLES
+        manifest["config"]["map_examples"] = args.map_examples
         manifest.setdefault("shipped", {}).update(
             map_kinds=list(SHIPPED_KINDS), map_longest=LONGEST,
             map_sample="precompute.map_sample.choose_map_sample on the stored seq_len and predictions "
                        "(tools/regen_explorer_maps.py), with the attribution-map examples")
-        write_json_atomic(RUN / "manifest.json", manifest)
+        write_json_atomic(args.run / "manifest.json", manifest)
     return 0
 
 

@@ -6,9 +6,8 @@ import streamlit as st
 
 from dashboard import charts, data, kinds, sidebar
 from dashboard.charts import KIND_COLORS
+from dashboard.findings import TOKEN_TYPES
 
-TYPES = {"cls_row_noun": "NOUN", "cls_row_pron": "PRON", "cls_row_verb": "VERB",
-         "cls_row_sep": "[SEP]", "cls_row_cls": "[CLS]", "cls_row_punct": "PUNCT"}
 
 selection = sidebar.page(
     "Token types in the [CLS] row",
@@ -28,18 +27,18 @@ scale = charts.scale_toggle(c3)
 
 with st.spinner("Reading head summaries…"):
     summary = data.read(run, "head_summary", tasks=selection.tasks, layer=layer, head=selection.heads,
-                        kind=selection.kinds, measure=tuple(TYPES),
+                        kind=selection.kinds, measure=tuple(TOKEN_TYPES),
                         columns=("task", "layer", "head", "kind", "measure", "mean", "std", "n"))
 if summary.is_empty():
     st.info(f"No [CLS]-row measures for layer {layer} in this selection.")
     st.stop()
-summary = summary.with_columns(pl.col("measure").replace_strict(TYPES).alias("token_type"))
+summary = summary.with_columns(pl.col("measure").replace_strict(TOKEN_TYPES).alias("token_type"))
 if view == "averaged over tasks":
     summary = (summary.group_by("layer", "head", "kind", "measure", "token_type", maintain_order=True)  # a stable CSV
                .agg(pl.col("mean").mean(), pl.col("std").mean(), pl.col("n").sum())
                .with_columns(pl.lit("all selected").alias("task")))
 groups = charts.paper_order(summary["task"].unique().to_list())
-order = list(TYPES.values())
+order = list(TOKEN_TYPES.values())
 
 grid = charts.kind_grid(summary, "mean", selection.kinds, rows="token_type", row_values=order,
                         col_values=selection.heads, measure="[CLS]-row weight", detail=("std", "n"))
