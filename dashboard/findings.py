@@ -258,10 +258,17 @@ def _listing(values: dict, fmt: str) -> str:
     return ", ".join(f"{name} {format(value, fmt)}" for name, value in values.items() if value is not None)
 
 
-def _sparse(tasks: tuple[str, ...]) -> list[dict]:
-    """Meister et al.'s claims, per task with runs of two or more attention maps (on-page: Sparse attention)."""
+def model_of(run: Run) -> str:
+    """The model a run was made from, as its manifest names it (model_source, else model)."""
+    return str(run.manifest.get("model_source") or run.manifest.get("model") or "?")
+
+
+def _sparse(run: Run, tasks: tuple[str, ...]) -> list[dict]:
+    """Meister et al.'s claims, per task with runs of two or more attention maps (on-page: Sparse
+    attention), where those runs are of the run's own model (another model's runs say nothing of it)."""
     rows = []
-    for comparison in [c for c in sparse_views.comparisons() if c.task in tasks]:
+    for comparison in [c for c in sparse_views.comparisons() if c.task in tasks
+                       and all(model_of(other) == model_of(run) for other in c.runs)]:
         numbers = sparse_views.findings_numbers(comparison)
         on = f"{paper.task_label(comparison.task)}, MiniLM fine-tuned with each map"
         entropy = {k: v for k, v in numbers["entropy"].items() if v is not None}
@@ -300,5 +307,5 @@ def findings(run: Run, tasks: tuple[str, ...]) -> pl.DataFrame:
     shares = data.read(run, "pattern_shares", tasks=tasks)
     rows = [*_patterns(shares, tasks), *_cls_row(run, head_summary), *_finetuning(run, head_summary), *_cost(run, tasks),
             *_norm_weighting(head_summary), *_efficient(run, head_summary, shares, tasks), *_attribution(run, tasks),
-            *_sparse(tasks), *_short_inputs(run, tasks)]
+            *_sparse(run, tasks), *_short_inputs(run, tasks)]
     return pl.DataFrame(rows, schema=_COLUMNS)

@@ -19,7 +19,7 @@ import polars as pl
 
 from dashboard import charts, data, kinds, paper
 from dashboard.data import Run
-from dashboard.findings import NORM_MEASURES, TOKEN_TYPES, findings
+from dashboard.findings import NORM_MEASURES, TOKEN_TYPES, findings, model_of
 from dashboard.pattern_views import table2_figure
 from dashboard.share_views import add_error_bars, table2_numbers
 from precompute.schema import TABLE_STAGE, TASKS
@@ -31,9 +31,6 @@ _RUN_NUMBER_IN_CLAIM = re.compile(r"d_head = (\d+)")
 _SUMMARY_COLUMNS = ("task", "layer", "head", "kind", "measure", "mean", "std", "n")
 
 
-def model_of(run: Run) -> str:
-    """The model a run was made from, as its manifest names it (model_source, else model)."""
-    return str(run.manifest.get("model_source") or run.manifest.get("model") or "?")
 
 
 def default_partner(first: Run, others: Sequence[Run]) -> Run | None:
@@ -65,7 +62,7 @@ def dropped_note(split: TaskSplit, second: Run) -> str | None:
 
 
 def short_inputs(run: Run, tasks: tuple[str, ...]) -> pl.DataFrame:
-    """task, n_eval, d_head, share_le_d_head (share of eval examples with n ≤ d_head, where effective
+    """task, n_eval, d_head, share_le_d_head (share of analysed examples with n ≤ d_head, where effective
     = standard attention) per task of ``tasks`` that has them, in order: from task_summary (the analyse
     stage), else counted from the examples' seq_len (the extract stage)."""
     columns = ("task", "n_eval", "d_head", "share_le_d_head")
@@ -120,7 +117,7 @@ def _dev_results(run: Run, tasks: tuple[str, ...]) -> dict[str, str]:
 
 def facts(runs: Sequence[Run], tasks: tuple[str, ...]) -> pl.DataFrame:
     """One row per fact, one String column per run: model, layers × heads, d_head, attention map,
-    then per task its dev result, eval examples and share of n ≤ d_head."""
+    then per task its dev result, analysed examples and share of n ≤ d_head."""
     columns = {}
     for run in runs:
         shorts = short_inputs(run, tasks)
@@ -136,7 +133,7 @@ def facts(runs: Sequence[Run], tasks: tuple[str, ...]) -> pl.DataFrame:
     names = ["model", "layers × heads", "d_head", "attention map"]
     for task in tasks:
         label = paper.task_label(task)
-        names += [f"{label}: dev result", f"{label}: eval examples", f"{label}: share with n ≤ d_head"]
+        names += [f"{label}: dev result", f"{label}: analysed examples", f"{label}: share with n ≤ d_head"]
     return pl.DataFrame({"fact": names, **columns}, schema={"fact": pl.String, **{name: pl.String for name in columns}})
 
 

@@ -1,9 +1,10 @@
 """Print the README's Findings and per-task tables (Markdown) from a run folder's caches.
 
     python tools/findings_table.py data/minilm
+    python tools/findings_table.py data/minilm --vs data/mpnet   # one column per run, their common tasks
 
-Uses the dashboard's own findings and readers, so the README and the Overview page cannot
-disagree.
+Uses the dashboard's own findings and readers (and, with --vs, the Compare runs page's table), so
+the README and the dashboard cannot disagree.
 """
 
 import sys
@@ -70,11 +71,25 @@ def per_task(run: data.Run, tasks: tuple[str, ...]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def _load(folder: str) -> data.Run:
+    return data.load_run(Path(folder).name, str(Path(folder).resolve()))
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python tools/findings_table.py RUN_FOLDER", file=sys.stderr)
+    if len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--vs") or argv[0] in ("-h", "--help"):
+        print("usage: python tools/findings_table.py RUN_FOLDER [--vs OTHER_RUN_FOLDER]", file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-    run = data.load_run(Path(argv[0]).name, str(Path(argv[0]).resolve()))
+    run = _load(argv[0])
+    if len(argv) == 3:
+        from dashboard import run_compare
+
+        other = _load(argv[2])
+        pair = (run, other)
+        tasks = run_compare.split_tasks(run.tasks_with_data(), other).common
+        print(markdown(run_compare.facts(pair, tasks)))
+        print()
+        print(markdown(run_compare.findings_side_by_side(pair, tasks)))
+        return 0
     tasks = run.tasks_with_data()
     print(markdown(findings(run, tasks)))
     print()
