@@ -5,8 +5,11 @@ builds it) it times, as medians of --repeats interleaved repeats, each as a shar
 forward (`output_attentions=True`):
 
 - `capture`: the public call;
+- `capture_on_layer`: the same with an `on_layer` callback that keeps every layer, which
+  decomposes each layer inside the forward on a copy of A (the order capture used before);
 - `routed_forward`: the same forward routed through effattn with a handler that only keeps
   each layer's A and V (what capture adds to the model's own work before any arithmetic);
+  `routed_keeping_nothing` and `routed_keeping_a` keep less, to show what keeping costs;
 - then each step of capture's arithmetic alone, on that forward's kept tensors: `compiled_pass`
   (the numba pass: float64 Gram matrix, Cholesky, rank certificate and basis of every head,
   padding zeroed), `products` (A·Q·Qᵀ of every head), `masked_copy` (A restricted to the real
@@ -14,7 +17,11 @@ forward (`output_attentions=True`):
 - `interaction`: capture − routed_forward − the steps, the time the steps cost beyond their
   own when they run between the model's layers (cache and thread effects).
 
+With --captures-only it times just the forward, capture and capture with on_layer, holding no
+other tensors (the steps keep every layer's A, V and outputs alive, ~1.2 GB at n = 512).
+
     python benchmarks/capture_breakdown.py [--n 128] [--padding full|padded] [--repeats 15] [--threads N]
+        [--captures-only]
 """
 
 import argparse
@@ -41,6 +48,7 @@ def main(argv=None) -> None:
     parser.add_argument("--padding", choices=("full", "padded"), default="full")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--captures-only", action="store_true", help="only forward, capture, capture_on_layer")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,13 +62,32 @@ def main(argv=None) -> None:
         with torch.no_grad():
             model(**batch, output_attentions=True)
 
-    def routed_forward():
+    def routed(keep):
+        def run():
+            kept = []
+            with torch.no_grad(), routed_attention(model, lambda attn, values, key_mask, spare:
+                                                   kept.append(keep(attn, values)) or attn):
+                model(**batch)
+            return kept
+        return run
+
+    routed_forward = routed(lambda attn, values: (attn, values))
+
+    def capture_on_layer():
         kept = []
-        with torch.no_grad(), routed_attention(model, lambda attn, values, key_mask, spare:
-                                               kept.append((attn, values)) or attn):
-            model(**batch)
+        capture_attention(model, batch, on_layer=kept.append)
         return kept
 
+    if args.captures_only:
+        seconds = interleaved_medians({"forward": forward, "capture": lambda: capture_attention(model, batch),
+                                       "capture_on_layer": capture_on_layer}, args.repeats)
+        print(json.dumps({
+            "benchmark": "capture_breakdown", "captures_only": True, "n": args.n, "padding": args.padding,
+            "repeats": args.repeats, "threads": torch.get_num_threads(),
+            "load_average_before": [round(x, 2) for x in load_before], "forward_s": round(seconds["forward"], 5),
+            "share_of_forward": {name: round(value / seconds["forward"], 4) for name, value in seconds.items()
+                                 if name != "forward"}}))
+        return
     layers = routed_forward()
     blocks = [(attn.reshape(attn.shape[0], -1, args.n, args.n), values.reshape(*values.shape[:2], args.n, -1))
               for attn, values in layers]
@@ -94,7 +121,9 @@ def main(argv=None) -> None:
     steps = {"compiled_pass": compiled_pass, "products": products, "masked_copy": masked_copy,
              "value_norms": value_norms}
     seconds = interleaved_medians({"forward": forward, "capture": lambda: capture_attention(model, batch),
-                                   "routed_forward": routed_forward, **steps}, args.repeats)
+                                   "capture_on_layer": capture_on_layer, "routed_forward": routed_forward,
+                                   "routed_keeping_nothing": routed(lambda attn, values: None),
+                                   "routed_keeping_a": routed(lambda attn, values: attn), **steps}, args.repeats)
     share = {name: round(value / seconds["forward"], 4) for name, value in seconds.items() if name != "forward"}
     share["interaction"] = round(share["capture"] - share["routed_forward"] - sum(share[name] for name in steps), 4)
     print(json.dumps({

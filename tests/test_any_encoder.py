@@ -30,13 +30,17 @@ def test_roberta_pairs_split_after_the_first_separator():
     assert segment_ids(input_ids, 2, pairs=False).tolist() == [[0] * 8]
 
 
-@pytest.fixture(scope="module")
-def roberta_run(tmp_path_factory, glue_dir, tiny_roberta_dir):
-    out = tmp_path_factory.mktemp("roberta_run")
+def run_every_stage(out, glue_dir, model_dir):
+    """A run folder of RTE and SST-2 (pairs and single sentences) through every stage."""
     for task in ("rte", "sst2"):
-        assert main(tiny_run_argv(task, out, glue_dir, tiny_roberta_dir, map_examples=2, attribution_examples=1,
+        assert main(tiny_run_argv(task, out, glue_dir, model_dir, map_examples=2, attribution_examples=1,
                                   importance_examples=2)) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def roberta_run(tmp_path_factory, glue_dir, tiny_roberta_dir):
+    return run_every_stage(tmp_path_factory.mktemp("roberta_run"), glue_dir, tiny_roberta_dir)
 
 
 def test_a_roberta_style_encoder_runs_every_stage(roberta_run):
@@ -70,11 +74,7 @@ def test_its_sentences_and_separators_come_from_its_own_tokens(roberta_run):
 
 @pytest.fixture(scope="module")
 def mpnet_run(tmp_path_factory, glue_dir, tiny_mpnet_dir):
-    out = tmp_path_factory.mktemp("mpnet_run")
-    for task in ("rte", "sst2"):
-        assert main(tiny_run_argv(task, out, glue_dir, tiny_mpnet_dir, map_examples=2, attribution_examples=1,
-                                  importance_examples=2)) == 0
-    return out
+    return run_every_stage(tmp_path_factory.mktemp("mpnet_run"), glue_dir, tiny_mpnet_dir)
 
 
 def test_mpnet_runs_every_stage(mpnet_run):
